@@ -1,0 +1,29 @@
+# Set-up and everyday commands. `make run` and `make test` each build the virtual
+# environment on first use (torch and torchvision come from the local wheel cache).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.realface-installed
+
+.PHONY: run test lint format clean-venv
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/realface --help
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks
+
+clean-venv:
+	rm -rf $(VENV)

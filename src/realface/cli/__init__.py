@@ -1,0 +1,67 @@
+"""The ``realface`` command. Thin front end: parse options, build a config, call the library.
+
+Each command group lives in its own module (``realface.cli.<group>``) and registers itself on
+:data:`app` when imported; :func:`main` imports them all and turns :class:`RealFaceError` into a
+one-line message and exit status 1 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import typer
+
+from realface.errors import RealFaceError
+
+app = typer.Typer(
+    name="realface",
+    help="Photo-realistic faces of the same identity for rendered apparel avatars.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Modules that register commands on `app` (or add sub-apps). Each one is optional at import time
+# only in the sense that a missing module is a packaging bug, reported loudly.
+_COMMAND_MODULES = ("networks", "face", "weights")
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only log warnings and errors."),
+) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _load_commands() -> None:
+    for name in _COMMAND_MODULES:
+        importlib.import_module(f"realface.cli.{name}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script and of ``python -m realface``."""
+    _load_commands()
+    try:
+        app(args=argv, standalone_mode=False)
+    except RealFaceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors come through here with standalone_mode=False
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        raise

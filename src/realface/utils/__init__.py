@@ -1,0 +1,1 @@
+"""Small helpers shared by all parts of realface (file system, logging)."""
