@@ -1,0 +1,363 @@
+"""Safe image reading and writing that round-trips size, mode, bit depth, alpha and format.
+
+Every image the project reads from a user goes through :func:`load_image`, and every image it writes
+goes through :func:`save_image`. The contract:
+
+* **Decoded array.** :class:`LoadedImage` holds the colour channels as ``pixels`` ``[H, W, C]``
+  (``C`` = 1 for grayscale, 3 for colour) in the file's own integer type (``uint8`` or ``uint16``)
+  and the alpha channel, when there is one, separately as ``alpha`` ``[H, W]``. EXIF orientation is
+  applied, so row 0 is the top of the picture as a viewer shows it.
+* **Round trip.** ``save_image(load_image(p), q)`` writes the same size, mode and bit depth, and by
+  default the same format. PNG and WebP (written lossless) store the array exactly; JPEG is lossy by
+  nature, so it is written with the input's quantisation tables and chroma subsampling when the
+  input was a JPEG, and unchanged pixels can still move by a few levels after re-encoding.
+* **Limits.** Files are refused before any pixel is decoded when width × height exceeds
+  ``max_pixels`` (a decompression-bomb guard; :data:`DEFAULT_MAX_PIXELS` unless configured).
+  Animated images, corrupt or truncated files and non-image files raise :class:`ImageError` naming
+  the file and the problem. Nothing here executes code from a file.
+* **Writes are atomic** (:func:`realface.utils.fs.atomic_path`): a failed write leaves no output, and
+  writing over the input file is refused.
+
+Palette (``P``/``PA``), bilevel (``1``), CMYK and other uncommon modes are converted on reading to
+the nearest supported mode (RGB, RGBA or L) and written in that mode; a message is logged.
+16-bit colour PNGs (which Pillow reduces to 8 bits) are decoded and encoded with ``pypng``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from realface.errors import ImageError
+from realface.utils.fs import atomic_path
+
+__all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "load_image", "save_image", "format_for_path"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_PIXELS = 100_000_000
+"""Default decompression-bomb limit: 100 megapixels (a 10000 × 10000 image)."""
+
+_EXIF_ORIENTATION = 0x0112
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PIL_LOCK = threading.Lock()  # Image.MAX_IMAGE_PIXELS is process-wide; change it under this lock only
+_SUFFIX_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LoadedImage:
+    """A decoded image plus what is needed to write a result back in the same form.
+
+    Attributes:
+        path: the file it was read from.
+        format: Pillow format name of the file (``"JPEG"``, ``"PNG"``, ``"WEBP"``, ...).
+        pixels: colour channels ``[H, W, C]``, ``C`` in {1, 3}, dtype ``uint8`` or ``uint16``,
+            EXIF orientation applied.
+        alpha: alpha channel ``[H, W]`` of the same dtype, or ``None``.
+        save_options: keyword arguments for Pillow's ``save`` that carry metadata to the output
+            (ICC profile, DPI, EXIF with the orientation tag removed, JPEG tables).
+    """
+
+    path: Path
+    format: str
+    pixels: np.ndarray
+    alpha: np.ndarray | None = None
+    save_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        p = self.pixels
+        if p.ndim != 3 or p.shape[2] not in (1, 3) or p.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"pixels must be [H, W, 1|3] uint8/uint16; got {p.shape} {p.dtype}")
+        if self.alpha is not None and (self.alpha.shape != p.shape[:2] or self.alpha.dtype != p.dtype):
+            raise ValueError(
+                f"alpha must be {p.shape[:2]} {p.dtype}; got {self.alpha.shape} {self.alpha.dtype}"
+            )
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` as Pillow reports it."""
+        return self.width, self.height
+
+    @property
+    def bit_depth(self) -> int:
+        return 16 if self.pixels.dtype == np.uint16 else 8
+
+    @property
+    def max_value(self) -> int:
+        return 65535 if self.bit_depth == 16 else 255
+
+    @property
+    def mode(self) -> str:
+        """The Pillow-style mode of the output: L, LA, RGB, RGBA, I;16, or RGB;16 / RGBA;16 / LA;16."""
+        base = {1: "L", 3: "RGB"}[self.pixels.shape[2]]
+        if self.alpha is not None:
+            base += "A"
+        if self.bit_depth == 16:
+            return "I;16" if base == "L" else base + ";16"
+        return base
+
+    def rgb_float(self) -> np.ndarray:
+        """Colour channels as float32 RGB in [0, 1], ``[H, W, 3]`` (grayscale is replicated)."""
+        rgb = self.pixels.astype(np.float32) / self.max_value  # [H, W, C]
+        return np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb  # [H, W, 3]
+
+    def rgb8(self) -> np.ndarray:
+        """Colour channels as uint8 RGB ``[H, W, 3]`` (for detectors; 16-bit is rounded to 8)."""
+        p = self.pixels
+        if p.dtype == np.uint16:
+            p = ((p.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # [H, W, C]
+        return np.ascontiguousarray(np.repeat(p, 3, axis=2) if p.shape[2] == 1 else p)  # [H, W, 3]
+
+    def with_pixels(self, pixels: np.ndarray) -> LoadedImage:
+        """A copy carrying new colour channels of the same shape and dtype (alpha, metadata kept)."""
+        if pixels.shape != self.pixels.shape or pixels.dtype != self.pixels.dtype:
+            raise ValueError(
+                f"new pixels must be {self.pixels.shape} {self.pixels.dtype}; "
+                f"got {pixels.shape} {pixels.dtype}"
+            )
+        return dataclasses.replace(self, pixels=pixels)
+
+
+@contextmanager
+def _pil_pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Set Pillow's own decompression-bomb threshold to ``max_pixels`` while a file is decoded."""
+    with _PIL_LOCK:
+        old = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = old
+
+
+def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) to an array ``[H, W, ...]``, as a viewer displays it."""
+    ops = {
+        1: lambda x: x,
+        2: lambda x: x[:, ::-1],
+        3: lambda x: x[::-1, ::-1],
+        4: lambda x: x[::-1],
+        5: lambda x: x.swapaxes(0, 1),
+        6: lambda x: np.rot90(x, -1),
+        7: lambda x: x.swapaxes(0, 1)[::-1, ::-1],
+        8: lambda x: np.rot90(x, 1),
+    }
+    return np.ascontiguousarray(ops.get(orientation, ops[1])(a))
+
+
+def _png_header(path: Path) -> tuple[int, int] | None:
+    """``(bit depth, colour type)`` of a PNG file, or ``None`` if it is not a PNG."""
+    with open(path, "rb") as f:
+        head = f.read(33)
+    if len(head) < 33 or not head.startswith(_PNG_SIGNATURE) or head[12:16] != b"IHDR":
+        return None
+    return head[24], head[25]
+
+
+def _read_png16(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Decode a 16-bit grayscale+alpha / RGB / RGBA PNG at full depth with pypng."""
+    import png  # pypng: pure Python, used only for 16-bit colour PNGs
+
+    width, height, rows, meta = png.Reader(filename=str(path)).asDirect()
+    planes = int(meta["planes"])
+    a = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(height, width, planes)
+    if meta.get("alpha"):
+        return np.ascontiguousarray(a[..., :-1]), np.ascontiguousarray(a[..., -1])
+    return a, None
+
+
+def _split_pil(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pixels ``[H, W, C]`` and alpha ``[H, W]`` of a loaded Pillow image (mode converted if needed)."""
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(im, dtype=np.uint16)[..., None], None
+    if mode == "I":
+        a = np.asarray(im)
+        if a.min() < 0 or a.max() > 65535:
+            raise ImageError(f"{path}: 32-bit integer images are not supported (values outside 0..65535)")
+        return a.astype(np.uint16)[..., None], None
+    if mode not in ("L", "LA", "RGB", "RGBA"):
+        has_alpha = mode in ("PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info)
+        target = "RGBA" if has_alpha else "L" if mode == "1" else "RGB"
+        logger.info("%s: mode %s is read as %s and will be written as %s", path, mode, target, target)
+        im = im.convert(target)
+        mode = target
+    a = np.asarray(im)
+    if a.ndim == 2:
+        a = a[..., None]
+    if mode in ("LA", "RGBA"):
+        return np.ascontiguousarray(a[..., :-1]), np.ascontiguousarray(a[..., -1])
+    return np.ascontiguousarray(a), None
+
+
+def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Read an image file safely.
+
+    Args:
+        path: the file.
+        max_pixels: refuse images whose width × height exceeds this (decompression-bomb guard),
+            checked from the header before any pixel is decoded. Default :data:`DEFAULT_MAX_PIXELS`.
+
+    Returns:
+        A :class:`LoadedImage` with EXIF orientation applied.
+
+    Raises:
+        ImageError: the file is missing, is not an image, is corrupt or truncated, is animated, or is
+            too large. The message names the file and the problem.
+    """
+    path = Path(path)
+    if max_pixels <= 0:
+        raise ValueError(f"max_pixels must be positive; got {max_pixels}")
+    if not path.exists():
+        raise ImageError(f"{path}: file not found")
+    if not path.is_file():
+        raise ImageError(f"{path}: not a regular file")
+    try:
+        with _pil_pixel_limit(max_pixels), Image.open(path) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ImageError(
+                    f"{path}: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} "
+                    "(raise it with --max-pixels if the file is trusted)"
+                )
+            if getattr(im, "n_frames", 1) > 1:
+                raise ImageError(f"{path}: animated or multi-frame images are not supported")
+            fmt = im.format or "PNG"
+            exif = im.getexif()
+            orientation = int(exif.get(_EXIF_ORIENTATION, 1) or 1)
+            options = _save_options(im, exif)
+            header = _png_header(path) if fmt == "PNG" else None
+            if header is not None and header[0] == 16 and header[1] in (2, 4, 6):
+                pixels, alpha = _read_png16(path)
+            else:
+                im.load()
+                pixels, alpha = _split_pil(im, path)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image file, or a format that cannot be read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{path}: refused as a possible decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
+    except Exception as exc:  # pypng and codec plug-ins raise their own types on corrupt data
+        raise ImageError(f"{path}: could not decode image ({type(exc).__name__}: {exc})") from None
+    if orientation != 1:
+        pixels = _orient(pixels, orientation)
+        alpha = None if alpha is None else _orient(alpha, orientation)
+    return LoadedImage(path=path, format=fmt, pixels=pixels, alpha=alpha, save_options=options)
+
+
+def _save_options(im: Image.Image, exif: Image.Exif) -> dict[str, Any]:
+    """Metadata worth carrying to the output: ICC profile, DPI, EXIF (orientation reset), JPEG tables."""
+    opts: dict[str, Any] = {}
+    if im.info.get("icc_profile"):
+        opts["icc_profile"] = im.info["icc_profile"]
+    if "dpi" in im.info:
+        opts["dpi"] = im.info["dpi"]
+    if len(exif):
+        exif = Image.Exif()
+        exif.load(im.getexif().tobytes())
+        exif.pop(_EXIF_ORIENTATION, None)
+        opts["exif"] = exif.tobytes()
+    if im.format == "JPEG":
+        from PIL import JpegImagePlugin
+
+        qtables = getattr(im, "quantization", None)
+        if qtables:
+            opts["qtables"] = qtables
+            sampling = JpegImagePlugin.get_sampling(im)
+            if sampling != -1:
+                opts["subsampling"] = sampling
+    return opts
+
+
+def format_for_path(path: str | os.PathLike) -> str | None:
+    """The image format implied by a file name's suffix (``None`` when the suffix is not known)."""
+    return _SUFFIX_FORMATS.get(Path(path).suffix.lower())
+
+
+def _to_pil(image: LoadedImage, fmt: str) -> Image.Image:
+    p, a = image.pixels, image.alpha
+    if image.bit_depth == 16:
+        if p.shape[2] == 1 and a is None:
+            return Image.fromarray(np.ascontiguousarray(p[..., 0]).astype("<u2"), mode="I;16")
+        raise AssertionError("16-bit colour is written by _write_png16")
+    arr = p if a is None else np.concatenate([p, a[..., None]], axis=2)  # [H, W, C(+1)]
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[arr.shape[2]]
+    return Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr, mode=mode)
+
+
+def _write_png16(image: LoadedImage, dest: Path) -> None:
+    import png
+
+    arr = image.pixels if image.alpha is None else np.concatenate([image.pixels, image.alpha[..., None]], 2)
+    planes = arr.shape[2]
+    writer = png.Writer(
+        width=image.width,
+        height=image.height,
+        bitdepth=16,
+        greyscale=planes in (1, 2),
+        alpha=image.alpha is not None,
+    )
+    with open(dest, "wb") as f:
+        writer.write(f, arr.reshape(image.height, image.width * planes))
+
+
+def save_image(image: LoadedImage, dest: str | os.PathLike, format: str | None = None) -> Path:
+    """Write ``image`` to ``dest`` atomically, in ``format`` (default: the format it was read from).
+
+    Size, mode, bit depth and alpha are those of ``image``; metadata from the input (ICC profile,
+    DPI, EXIF with orientation reset to normal) is carried over. WebP is written lossless; JPEG reuses
+    the input's quantisation tables when the input was a JPEG (quality 95 otherwise). A 16-bit image
+    can only be written as PNG.
+
+    Raises:
+        ImageError: ``dest`` is the input file, or the format cannot hold this image.
+    """
+    dest = Path(dest)
+    fmt = (format or image.format).upper()
+    if dest.exists() and image.path.exists() and dest.resolve() == image.path.resolve():
+        raise ImageError(f"{dest}: refusing to overwrite the input image; choose another output path")
+    if image.bit_depth == 16 and fmt != "PNG":
+        raise ImageError(f"{dest}: a 16-bit image can only be written as PNG, not {fmt}")
+    if fmt == "JPEG" and image.alpha is not None:
+        raise ImageError(f"{dest}: JPEG cannot store the alpha channel of {image.path}; write PNG or WebP")
+    opts = dict(image.save_options)
+    if fmt != "JPEG" or image.format != "JPEG":
+        opts.pop("qtables", None)
+        opts.pop("subsampling", None)
+    if fmt == "JPEG" and "qtables" not in opts:
+        opts["quality"] = 95
+    if fmt == "WEBP":
+        opts["lossless"] = True
+        opts.pop("dpi", None)
+    with atomic_path(dest) as tmp:
+        try:
+            if image.bit_depth == 16 and (image.pixels.shape[2] == 3 or image.alpha is not None):
+                _write_png16(image, tmp)
+            else:
+                _to_pil(image, fmt).save(tmp, format=fmt, **opts)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ImageError(f"{dest}: could not write {fmt} image ({exc})") from None
+    return dest
