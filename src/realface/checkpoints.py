@@ -1,0 +1,478 @@
+"""Reading and writing network files.
+
+Two formats are understood:
+
+1. **Official StyleGAN2-ADA network pickles** (``network-snapshot-*.pkl``, ``ffhq.pkl``): a dict with
+   ``G``, ``D``, ``G_ema`` (``torch_utils.persistence`` objects), ``augment_pipe`` and
+   ``training_set_kwargs``. Unpickling them the normal way executes Python source stored in the file.
+   :func:`read_official_pickle` never does: a restricted unpickler resolves only an allow-list of
+   globals (reference/stylegan2-ada.md §A1), replaces the persistence reconstructor by a stub that just
+   keeps the pickled ``meta`` dict, loads every inner tensor-storage blob with
+   ``torch.load(weights_only=True)``, and refuses anything else with :class:`UnsafePickleError` before
+   it can run. The architecture comes from each network's pickled ``_init_kwargs``.
+2. **realface safetensors**: one ``.safetensors`` file holding one or more networks. Tensor names are
+   ``<network>.<state_dict key>`` (e.g. ``G_ema.synthesis.b4.const``); the header metadata holds
+   ``format = "realface.networks"``, a format ``version`` and ``networks``: a JSON object mapping each
+   network name to ``{"class": ..., "init_kwargs": {...}}``. Saving and loading round-trips exactly.
+
+Public entry points: :func:`load_generator`, :func:`load_discriminator`, :func:`load_networks`,
+:func:`save_networks`, :func:`convert_pickle`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import pickle
+import struct
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file as _st_load_file
+from safetensors.torch import save_file as _st_save_file
+
+from realface.errors import CheckpointError, UnsafePickleError
+from realface.nn.stylegan2 import Discriminator, Generator
+from realface.utils.fs import atomic_path
+
+__all__ = [
+    "NetworkRecord",
+    "read_official_pickle",
+    "load_networks",
+    "load_generator",
+    "load_discriminator",
+    "save_networks",
+    "convert_pickle",
+    "detect_format",
+]
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "realface.networks"
+FORMAT_VERSION = "1"
+NETWORK_CLASSES: dict[str, type[torch.nn.Module]] = {"Generator": Generator, "Discriminator": Discriminator}
+_PICKLE_NETWORK_KEYS = ("G", "D", "G_ema")
+
+
+# --------------------------------------------------------------------------------------------------
+# Restricted unpickling of official pickles
+
+
+@dataclass
+class _PersistentStub:
+    """Stands in for a ``torch_utils.persistence`` object: keeps its pickled ``meta`` and runs nothing."""
+
+    meta: dict
+
+    @property
+    def class_name(self) -> str:
+        return str(self.meta.get("class_name"))
+
+    @property
+    def state(self) -> dict:
+        return self.meta.get("state") or {}
+
+
+def _reconstruct_persistent_obj(meta: Any) -> _PersistentStub:
+    if not isinstance(meta, dict) or meta.get("type") != "class" or "state" not in meta:
+        raise UnsafePickleError(f"unexpected persistence record (type {type(meta).__name__})")
+    return _PersistentStub(meta)
+
+
+class _EasyDict(dict):
+    """Plain-dict stand-in for ``dnnlib.util.EasyDict``."""
+
+
+def _load_storage_bytes(data: bytes) -> Any:
+    """Tensor storage blobs inside persistence pickles: legacy ``torch.save`` data, loaded without code."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise UnsafePickleError(f"tensor storage blob must be bytes, got {type(data).__name__}")
+    try:
+        return torch.load(io.BytesIO(data), weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafePickleError(
+            f"a tensor storage blob was refused by the weights-only loader: {exc}"
+        ) from exc
+
+
+def _numpy_scalar(dtype: np.dtype, data: bytes | None = None) -> Any:
+    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+        raise UnsafePickleError(
+            f"numpy scalar of dtype {dtype!r} is not allowed (object dtypes can hold code)"
+        )
+    if not isinstance(data, (bytes, bytearray)):
+        raise UnsafePickleError("numpy scalar without raw bytes is not allowed")
+    return np.frombuffer(bytes(data), dtype=dtype, count=1)[0]
+
+
+def _codecs_encode(obj: str, encoding: str = "utf-8") -> bytes:
+    if encoding.lower().replace("_", "-") not in ("latin1", "latin-1", "utf-8", "utf8"):
+        raise UnsafePickleError(f"_codecs.encode with encoding {encoding!r} is not allowed")
+    return obj.encode(encoding)
+
+
+def _rebuild_parameter(
+    data: torch.Tensor, requires_grad: bool, backward_hooks: Any, *args: Any
+) -> torch.Tensor:
+    # Parameters become plain tensors; hooks and extra state are dropped (no callables are honoured).
+    return data.detach()
+
+
+_TORCH_DTYPES = {
+    name
+    for name in (
+        "float16",
+        "float32",
+        "float64",
+        "bfloat16",
+        "half",
+        "float",
+        "double",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "bool",
+        "long",
+        "int",
+    )
+}
+
+# (module, name) -> object. Nothing else resolves.
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
+    ("dnnlib.util", "EasyDict"): _EasyDict,
+    ("dnnlib", "EasyDict"): _EasyDict,
+    ("collections", "OrderedDict"): OrderedDict,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("__builtin__", "set"): set,
+    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("torch.storage", "_load_from_bytes"): _load_storage_bytes,
+    ("torch", "Size"): torch.Size,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _codecs_encode,
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return _ALLOWED_GLOBALS[(module, name)]
+        if module == "torch" and name in _TORCH_DTYPES:
+            return getattr(torch, name)
+        raise UnsafePickleError(
+            f"refusing to load global '{module}.{name}': it is not on realface's allow-list for StyleGAN2-ADA "
+            "network pickles, and loading it could execute code"
+        )
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafePickleError(f"persistent ids are not used by network pickles (got {pid!r})")
+
+
+def _plain(obj: Any) -> Any:
+    """EasyDicts/OrderedDicts/numpy scalars -> JSON-friendly Python values."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _stub_state_dict(
+    stub: _PersistentStub, prefix: str = "", out: dict | None = None
+) -> dict[str, torch.Tensor]:
+    """Parameters, persistent buffers and children of a stub tree, in ``Module.state_dict()`` order."""
+    out = OrderedDict() if out is None else out
+    state = stub.state
+    for name, p in (state.get("_parameters") or {}).items():
+        if p is not None:
+            out[prefix + name] = p.detach()
+    non_persistent = state.get("_non_persistent_buffers_set") or set()
+    for name, b in (state.get("_buffers") or {}).items():
+        if b is not None and name not in non_persistent:
+            out[prefix + name] = b.detach()
+    for name, child in (state.get("_modules") or {}).items():
+        if child is None:
+            continue
+        if not isinstance(child, _PersistentStub):
+            raise CheckpointError(f"module '{prefix}{name}' is not a StyleGAN2-ADA persistent object")
+        _stub_state_dict(child, prefix + name + ".", out)
+    return out
+
+
+@dataclass
+class NetworkRecord:
+    """One network read from a file: its class, constructor kwargs and state dict (no code run)."""
+
+    class_name: str
+    init_kwargs: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def build(self, device: torch.device | str = "cpu") -> torch.nn.Module:
+        cls = NETWORK_CLASSES.get(self.class_name)
+        if cls is None:
+            raise CheckpointError(f"cannot build a network of class {self.class_name!r}")
+        try:
+            net = cls(**self.init_kwargs)
+        except TypeError as exc:
+            raise CheckpointError(
+                f"unsupported {self.class_name} configuration {self.init_kwargs}: {exc}"
+            ) from exc
+        expected = net.state_dict()
+        missing = sorted(set(expected) - set(self.state_dict))
+        unexpected = sorted(set(self.state_dict) - set(expected))
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{self.class_name} tensors do not match its configuration: "
+                f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+            )
+        for key, t in self.state_dict.items():
+            if tuple(t.shape) != tuple(expected[key].shape):
+                raise CheckpointError(
+                    f"{self.class_name} tensor '{key}' has shape {tuple(t.shape)}, expected {tuple(expected[key].shape)}"
+                )
+        net.load_state_dict(self.state_dict, strict=True)
+        return net.eval().requires_grad_(False).to(device)
+
+
+def _pickle_error(path: Path, exc: BaseException) -> CheckpointError:
+    if isinstance(exc, CheckpointError):
+        exc.args = (f"{path}: {exc.args[0]}",)
+        return exc
+    if isinstance(exc, EOFError):
+        return CheckpointError(f"{path}: the file ends early (truncated download?); fetch it again")
+    return CheckpointError(
+        f"{path}: not a readable StyleGAN2-ADA network pickle ({type(exc).__name__}: {exc})"
+    )
+
+
+def read_official_pickle(path: str | os.PathLike) -> dict[str, Any]:
+    """Read an official StyleGAN2-ADA pickle without executing anything from it.
+
+    Returns a dict with ``networks``: ``{"G" | "D" | "G_ema": NetworkRecord}`` for each network
+    present, ``augment_pipe``: its state dict (or None) and ``training_set_kwargs`` (plain dict or
+    None). Raises :class:`UnsafePickleError` for any global outside the allow-list and
+    :class:`CheckpointError` for truncated or malformed files.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = _RestrictedUnpickler(f).load()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a CheckpointError naming the file
+        raise _pickle_error(path, exc) from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(
+            f"{path}: expected a dict of networks at the top level, got {type(data).__name__}"
+        )
+    networks: dict[str, NetworkRecord] = {}
+    for key in _PICKLE_NETWORK_KEYS:
+        stub = data.get(key)
+        if stub is None:
+            continue
+        if not isinstance(stub, _PersistentStub):
+            raise CheckpointError(f"{path}: entry '{key}' is not a StyleGAN2-ADA network")
+        if stub.class_name not in NETWORK_CLASSES:
+            raise CheckpointError(f"{path}: entry '{key}' has unsupported class {stub.class_name!r}")
+        init_args = stub.state.get("_init_args") or ()
+        if len(init_args):
+            raise CheckpointError(f"{path}: entry '{key}' was built with positional arguments {init_args!r}")
+        networks[key] = NetworkRecord(
+            class_name=stub.class_name,
+            init_kwargs=_plain(stub.state.get("_init_kwargs") or {}),
+            state_dict=_stub_state_dict(stub),
+        )
+    if not networks:
+        raise CheckpointError(f"{path}: contains none of the networks {_PICKLE_NETWORK_KEYS}")
+    pipe = data.get("augment_pipe")
+    return {
+        "networks": networks,
+        "augment_pipe": _stub_state_dict(pipe) if isinstance(pipe, _PersistentStub) else None,
+        "training_set_kwargs": _plain(data.get("training_set_kwargs")),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# realface safetensors format
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """'pickle' or 'safetensors', from the file's first bytes; CheckpointError otherwise."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CheckpointError(
+            f"{path}: is a directory, expected a network file (.pkl or .safetensors)"
+        ) from None
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    if len(head) >= 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        if 0 < n < 100_000_000 and head[8:9] == b"{":
+            return "safetensors"
+    if head[:2] == b"PK":
+        raise CheckpointError(
+            f"{path}: is a zip archive (a torch.save file?); realface reads StyleGAN2-ADA .pkl network pickles "
+            "and realface .safetensors files"
+        )
+    raise CheckpointError(
+        f"{path}: unrecognised network file (expected a StyleGAN2-ADA .pkl or a realface .safetensors)"
+    )
+
+
+def save_networks(
+    networks: Mapping[str, torch.nn.Module],
+    path: str | os.PathLike,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write networks (name -> Generator/Discriminator) to one safetensors file, atomically."""
+    tensors: dict[str, torch.Tensor] = {}
+    header: dict[str, Any] = {}
+    for name, net in networks.items():
+        cls = type(net).__name__
+        if cls not in NETWORK_CLASSES or not hasattr(net, "init_kwargs"):
+            raise CheckpointError(f"cannot save network '{name}' of type {cls}")
+        if "." in name:
+            raise ValueError(f"network names may not contain '.', got {name!r}")
+        header[name] = {"class": cls, "init_kwargs": _plain(net.init_kwargs)}
+        for key, t in net.state_dict().items():
+            tensors[f"{name}.{key}"] = t.detach().to("cpu").contiguous().clone()
+    meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "networks": json.dumps(header, sort_keys=True)}
+    for k, v in (metadata or {}).items():
+        if k in meta:
+            raise ValueError(f"metadata key {k!r} is reserved")
+        meta[k] = str(v)
+    with atomic_path(path) as tmp:
+        _st_save_file(tensors, str(tmp), metadata=meta)
+    return Path(path)
+
+
+def _read_safetensors(path: Path) -> dict[str, NetworkRecord]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = _st_load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({exc})") from exc
+    if meta.get("format") != FORMAT_NAME:
+        raise CheckpointError(
+            f"{path}: a safetensors file, but not a realface network file (no '{FORMAT_NAME}' header)"
+        )
+    if meta.get("version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: realface network format version {meta.get('version')!r} is not supported"
+        )
+    try:
+        header = json.loads(meta["networks"])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: malformed 'networks' header ({exc})") from exc
+    records = {}
+    for name, info in header.items():
+        prefix = name + "."
+        sd = OrderedDict((k[len(prefix) :], v) for k, v in tensors.items() if k.startswith(prefix))
+        records[name] = NetworkRecord(
+            class_name=info["class"], init_kwargs=info["init_kwargs"], state_dict=sd
+        )
+    return records
+
+
+def read_network_records(path: str | os.PathLike) -> dict[str, NetworkRecord]:
+    """All networks in a file of either format, as records (nothing built yet)."""
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt == "pickle":
+        return read_official_pickle(path)["networks"]
+    return _read_safetensors(path)
+
+
+def load_networks(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, torch.nn.Module]:
+    """Every network in the file, built, in eval mode with gradients off."""
+    return {name: rec.build(device) for name, rec in read_network_records(path).items()}
+
+
+def _pick(
+    records: dict[str, NetworkRecord], path: Path, class_name: str, prefer: tuple[str, ...]
+) -> NetworkRecord:
+    for name in prefer:
+        if name in records and records[name].class_name == class_name:
+            return records[name]
+    found = [n for n, r in records.items() if r.class_name == class_name]
+    if len(found) == 1:
+        return records[found[0]]
+    raise CheckpointError(
+        f"{path}: no {class_name} found (networks in file: {', '.join(f'{n}:{r.class_name}' for n, r in records.items())})"
+    )
+
+
+def load_generator(
+    path: str | os.PathLike, device: torch.device | str = "cpu", which: str | None = None
+) -> Generator:
+    """Load a generator from an official ``.pkl`` or a realface ``.safetensors`` file.
+
+    ``which`` names the network (``"G_ema"``, the default for inference, or ``"G"``). The result is in
+    eval mode with ``requires_grad`` off; call ``.train()`` / ``.requires_grad_(True)`` to fine-tune.
+    """
+    path = Path(path)
+    records = read_network_records(path)
+    if which is not None:
+        if which not in records:
+            raise CheckpointError(f"{path}: has no network '{which}' (found {sorted(records)})")
+        rec = records[which]
+    else:
+        rec = _pick(records, path, "Generator", ("G_ema", "G"))
+    return rec.build(device)  # type: ignore[return-value]
+
+
+def load_discriminator(path: str | os.PathLike, device: torch.device | str = "cpu") -> Discriminator:
+    """Load the discriminator ``D`` from an official ``.pkl`` or a realface ``.safetensors`` file."""
+    path = Path(path)
+    return _pick(read_network_records(path), path, "Discriminator", ("D",)).build(device)  # type: ignore[return-value]
+
+
+def convert_pickle(
+    src: str | os.PathLike, dst: str | os.PathLike, only: tuple[str, ...] | None = None
+) -> Path:
+    """Convert an official StyleGAN2-ADA pickle to realface safetensors (all networks, or ``only``).
+
+    The source is never modified; the destination is written atomically. Tensors are copied bit for bit.
+    """
+    src, dst = Path(src), Path(dst)
+    if src.resolve() == dst.resolve():
+        raise CheckpointError(f"{dst}: refusing to overwrite the source file")
+    data = read_official_pickle(src)
+    records = data["networks"]
+    names = only or tuple(records)
+    missing = [n for n in names if n not in records]
+    if missing:
+        raise CheckpointError(f"{src}: has no network(s) {missing} (found {sorted(records)})")
+    nets = {n: records[n].build("cpu") for n in names}
+    extra = {"source_file": src.name}
+    if data["training_set_kwargs"] is not None:
+        extra["training_set_kwargs"] = json.dumps(data["training_set_kwargs"], sort_keys=True, default=str)
+    save_networks(nets, dst, metadata=extra)
+    log.info("converted %s -> %s (%s)", src, dst, ", ".join(names))
+    return dst
