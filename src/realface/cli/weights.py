@@ -1,3 +1,176 @@
-"""`realface` commands of this group (registered on import)."""
+"""`realface weights …`: list, fetch, verify, locate, import and pin the external weight files."""
 
-from realface.cli import app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from realface.cli import app
+from realface.weights import (
+    REGISTRY,
+    WeightsError,
+    cache_dir,
+    get_record,
+    import_weight,
+    licence_line,
+    locate,
+    sha256_file,
+    verify_weight,
+    weight_path,
+)
+from realface.weights.cache import cached_file_path
+
+weights_app = typer.Typer(
+    name="weights",
+    help="External model weights: list, fetch, verify, locate, import and pin them.",
+    no_args_is_help=True,
+)
+app.add_typer(weights_app, name="weights")
+
+_CACHE_OPT = typer.Option(
+    None,
+    "--cache-dir",
+    help="Cache root (default: $REALFACE_HOME, else $XDG_CACHE_HOME/realface, else ~/.cache/realface).",
+)
+
+
+def _size(record) -> str:
+    if record.size is not None:
+        return _human(record.size)
+    if record.approx_size is not None:
+        return "~" + _human(record.approx_size)
+    return "?"
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+@weights_app.command("list")
+def list_cmd(cache: Path | None = _CACHE_OPT) -> None:
+    """Every registered weight: id, size, status, path, and its licence (non-commercial ones flagged)."""
+    root = cache_dir(cache)
+    typer.echo(f"cache: {root / 'weights'}")
+    width = max(len(i) for i in REGISTRY)
+    typer.echo(f"{'ID':<{width}}  {'SIZE':>9}  {'STATUS':<8}  PATH")
+    for record in REGISTRY.values():
+        path, kind = locate(record, cache_dir=root)
+        status = {"cache": "present", "package": "package", "foreign": "found", "missing": "missing"}[kind]
+        if path is None:
+            path = cached_file_path(record, root)
+            if record.manual_only:
+                status = "manual"
+        notes = []
+        if record.optional:
+            notes.append("optional")
+        if not record.pinned:
+            notes.append("unpinned")
+        note = f"  ({', '.join(notes)})" if notes else ""
+        typer.echo(f"{record.id:<{width}}  {_size(record):>9}  {status:<8}  {path}")
+        typer.echo(f"{'':<{width}}  {licence_line(record)}{note}")
+
+
+@weights_app.command("fetch")
+def fetch_cmd(
+    ids: list[str] = typer.Argument(None, help="Weight ids (see `realface weights list`)."),
+    all_: bool = typer.Option(
+        False, "--all", help="Every record that can be downloaded (not optional ones)."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    cache: Path | None = _CACHE_OPT,
+) -> None:
+    """Download (or locate) weights, verifying size and sha256; partial downloads are resumed."""
+    if all_ and ids:
+        raise WeightsError("give weight ids or --all, not both")
+    if not all_ and not ids:
+        raise WeightsError("name the weights to fetch (e.g. `realface weights fetch tv-vgg16`) or pass --all")
+    records = [get_record(i) for i in ids] if ids else [r for r in REGISTRY.values() if not r.optional]
+    failed: list[str] = []
+    for record in records:
+        try:
+            path = weight_path(record, download=True, cache_dir=cache, progress=progress)
+        except WeightsError as exc:
+            failed.append(record.id)
+            typer.echo(f"error: {exc}", err=True)
+            continue
+        typer.echo(f"ok       {record.id}  {path}")
+    if failed:
+        raise WeightsError(f"{len(failed)} of {len(records)} weights are not available: {', '.join(failed)}")
+
+
+@weights_app.command("verify")
+def verify_cmd(
+    ids: list[str] = typer.Argument(None, help="Weight ids (default: all)."),
+    cache: Path | None = _CACHE_OPT,
+) -> None:
+    """Re-hash every present weight file completely; fails when one does not match."""
+    records = [get_record(i) for i in ids] if ids else list(REGISTRY.values())
+    bad: list[str] = []
+    for record in records:
+        result = verify_weight(record, cache_dir=cache, progress=True)
+        if result.ok is None:
+            typer.echo(f"missing  {record.id}")
+        elif result.ok:
+            typer.echo(f"ok       {record.id}  {result.path}")
+        else:
+            bad.append(record.id)
+            typer.echo(f"BAD      {record.id}  {result.problem}")
+    if bad:
+        raise WeightsError(
+            f"{len(bad)} weight file(s) failed verification: {', '.join(bad)}; "
+            "run `realface weights fetch ID` to replace a download, or `realface weights import ID PATH`"
+        )
+
+
+@weights_app.command("path")
+def path_cmd(
+    id: str = typer.Argument(..., help="Weight id."),
+    fetch: bool = typer.Option(False, "--fetch", help="Download the file when it is missing."),
+    cache: Path | None = _CACHE_OPT,
+) -> None:
+    """Print the path of a verified weight file (an actionable error when it is missing)."""
+    typer.echo(str(weight_path(id, download=fetch, cache_dir=cache, progress=fetch)))
+
+
+@weights_app.command("import")
+def import_cmd(
+    id: str = typer.Argument(..., help="Weight id."),
+    path: Path = typer.Argument(..., help="A file you already have; it is only read."),
+    link: bool = typer.Option(False, "--link", help="Hard-link instead of copying (same file system)."),
+    cache: Path | None = _CACHE_OPT,
+) -> None:
+    """Verify a file you already have and put it in the cache as ID."""
+    record = get_record(id)
+    dest = import_weight(record, path, cache_dir=cache, link=link)
+    typer.echo(f"imported {record.id}  {dest}")
+    typer.echo(licence_line(record))
+
+
+@weights_app.command("pin")
+def pin_cmd(cache: Path | None = _CACHE_OPT) -> None:
+    """Print sha256 and size of every present weight file, for pinning them in the registry."""
+    root = cache_dir(cache)
+    any_present = False
+    for record in REGISTRY.values():
+        path, _kind = locate(record, cache_dir=root)
+        if path is None:
+            continue
+        any_present = True
+        digest = sha256_file(path, root=root, use_memo=False)
+        size = path.stat().st_size
+        if record.sha256 == digest and record.size == size:
+            state = "pinned"
+        elif record.sha256 is None or record.size is None:
+            state = "UNPINNED"
+        else:
+            state = "DIFFERS"
+        typer.echo(f"{record.id}  sha256={digest}  size={size}  {state}  {path}")
+        if state != "pinned":
+            typer.echo(f'    registry: sha256="{digest}", size={size:_},')
+    if not any_present:
+        typer.echo("no weight files present; fetch or import some first")

@@ -85,7 +85,15 @@ def _missing_message(record: WeightRecord, dest: Path, reason: str, hints: Itera
     return " ".join(parts)
 
 
-def _check(record: WeightRecord, path: Path, root: Path, *, anchored: bool, full: bool = False) -> str:
+def _check(
+    record: WeightRecord,
+    path: Path,
+    root: Path,
+    *,
+    anchored: bool,
+    full: bool = False,
+    progress: bool = False,
+) -> str:
     """Verify ``path`` as the record's file; return its sha256 or raise :class:`ChecksumError`.
 
     ``anchored``: the file is ours (in the cache), so an unpinned record is checked against (or, the first
@@ -94,7 +102,7 @@ def _check(record: WeightRecord, path: Path, root: Path, *, anchored: bool, full
     size = path.stat().st_size
     if record.size is not None and size != record.size:
         raise ChecksumError(f"{path} is {size:,} bytes, but {record.id!r} is {record.size:,} bytes")
-    digest = sha256_file(path, root=root, use_memo=not full, progress=full)
+    digest = sha256_file(path, root=root, use_memo=not full, progress=progress)
     if not record.hash_matches(digest):
         raise ChecksumError(
             f"{path} has sha256 {digest}, but {record.id!r} has {record.expected_hash_text()}"
@@ -360,7 +368,9 @@ class VerifyResult:
     problem: str = ""
 
 
-def verify_weight(id: str | WeightRecord, *, cache_dir: str | os.PathLike | None = None) -> VerifyResult:
+def verify_weight(
+    id: str | WeightRecord, *, cache_dir: str | os.PathLike | None = None, progress: bool = False
+) -> VerifyResult:
     """Re-hash the record's file completely (ignoring the memo). A bad cached file is not deleted, but its
     memo is dropped, so that the next :func:`weight_path` re-checks it and fetches a good copy."""
     record = get_record(id)
@@ -369,7 +379,7 @@ def verify_weight(id: str | WeightRecord, *, cache_dir: str | os.PathLike | None
     if path is None:
         return VerifyResult(record, None, kind, None, None, "missing")
     try:
-        digest = _check(record, path, root, anchored=(kind == "cache"), full=True)
+        digest = _check(record, path, root, anchored=(kind == "cache"), full=True, progress=progress)
     except ChecksumError as exc:
         forget_hash(path, root)
         return VerifyResult(record, path, kind, False, None, str(exc))
