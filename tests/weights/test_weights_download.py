@@ -303,7 +303,7 @@ def test_two_processes_download_once_and_both_succeed(file_server, online, home,
     (sync / "go").touch()
     outputs = [p.communicate(timeout=30) for p in procs]
 
-    for proc, (out, err) in zip(procs, outputs, strict=True):
+    for proc, (_out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
     dest = cached_file_path(record, home)
     assert [out.strip() for out, _ in outputs] == [str(dest), str(dest)]

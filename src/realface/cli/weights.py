@@ -106,13 +106,14 @@ def fetch_cmd(
 @weights_app.command("verify")
 def verify_cmd(
     ids: list[str] = typer.Argument(None, help="Weight ids (default: all)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     cache: Path | None = _CACHE_OPT,
 ) -> None:
     """Re-hash every present weight file completely; fails when one does not match."""
     records = [get_record(i) for i in ids] if ids else list(REGISTRY.values())
     bad: list[str] = []
     for record in records:
-        result = verify_weight(record, cache_dir=cache, progress=True)
+        result = verify_weight(record, cache_dir=cache, progress=progress)
         if result.ok is None:
             typer.echo(f"missing  {record.id}")
         elif result.ok:

@@ -1,0 +1,130 @@
+"""End-to-end tests of `realface weights …` through the real entry point (errors become one line + exit 1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from realface.cli import main
+from realface.weights import REGISTRY
+from realface.weights.cache import cached_file_path
+from tests.weights._support import make_record, payload, sha256
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_shows_status_paths_and_licences(capsys, home):
+    code, out, _ = run(capsys, "weights", "list")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == f"cache: {home / 'weights'}"
+    for id_ in REGISTRY:
+        assert any(line.startswith(id_ + " ") for line in lines), id_
+    lm68 = next(line for line in lines if line.startswith("dlib-lm68 "))
+    assert "package" in lm68 and lm68.endswith("shape_predictor_68_face_landmarks.dat")
+    vgg = next(line for line in lines if line.startswith("tv-vgg16 "))
+    assert "missing" in vgg and str(home / "weights" / "tv-vgg16" / "vgg16-397923af.pth") in vgg
+    dfe = next(line for line in lines if line.startswith("dfe-sketch "))
+    assert "manual" in dfe
+    ffhq_index = next(i for i, line in enumerate(lines) if line.startswith("sg2ada-ffhq1024 "))
+    assert "[NON-COMMERCIAL]" in lines[ffhq_index + 1] and "licence: NVIDIA" in lines[ffhq_index + 1]
+    bsd_index = next(i for i, line in enumerate(lines) if line.startswith("lpips-vgg-v0.1 "))
+    assert "BSD-2-Clause" in lines[bsd_index + 1] and "NON-COMMERCIAL" not in lines[bsd_index + 1]
+
+
+def test_fetch_path_verify_pin_with_a_local_server(capsys, monkeypatch, file_server, online, home):
+    data = payload(9000)
+    pinned = make_record(file_server.add("/a.bin", data), data, id="cli-pinned")
+    unpinned = make_record(file_server.add("/u.bin", data[:4000]), None, id="cli-unpinned", filename="u.bin")
+    monkeypatch.setitem(REGISTRY, pinned.id, pinned)
+    monkeypatch.setitem(REGISTRY, unpinned.id, unpinned)
+    monkeypatch.setenv("REALFACE_HTTP_BACKOFF", "0.01")
+
+    code, out, err = run(capsys, "weights", "fetch", "--no-progress", "cli-pinned", "cli-unpinned")
+    assert code == 0, err
+    dest = cached_file_path(pinned, home)
+    assert f"ok       cli-pinned  {dest}" in out
+    assert dest.read_bytes() == data
+
+    code, out, _ = run(capsys, "weights", "path", "cli-pinned")
+    assert (code, out.strip()) == (0, str(dest))
+
+    code, out, _ = run(capsys, "weights", "verify", "--no-progress", "cli-pinned", "cli-unpinned", "tv-vgg16")
+    assert code == 0
+    assert f"ok       cli-pinned  {dest}" in out and "missing  tv-vgg16" in out
+
+    code, out, _ = run(capsys, "weights", "pin")
+    assert code == 0
+    assert f"cli-pinned  sha256={sha256(data)}  size=9000  pinned" in out
+    assert f"cli-unpinned  sha256={sha256(data[:4000])}  size=4000  UNPINNED" in out
+    assert f'registry: sha256="{sha256(data[:4000])}", size=4_000,' in out
+
+    dest.write_bytes(b"\0" * len(data))
+    code, out, err = run(capsys, "weights", "verify", "--no-progress", "cli-pinned")
+    assert code == 1 and "BAD      cli-pinned" in out
+    assert err.startswith("error: 1 weight file(s) failed verification: cli-pinned")
+
+
+def test_path_of_a_missing_file_is_one_actionable_line(capsys, home):
+    code, out, err = run(capsys, "weights", "path", "tv-vgg16")
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: weight 'tv-vgg16'")
+    assert "realface weights import tv-vgg16 PATH" in err
+    assert "Traceback" not in err
+
+
+def test_fetch_needs_ids_or_all(capsys):
+    code, _, err = run(capsys, "weights", "fetch")
+    assert code == 1 and "--all" in err
+    code, _, err = run(capsys, "weights", "fetch", "nope")
+    assert code == 1 and "unknown weight id 'nope'" in err
+
+
+def test_fetch_all_offline_reports_each_missing_file_and_fails(capsys, home):
+    code, out, err = run(capsys, "weights", "fetch", "--all", "--no-progress")
+    assert code == 1
+    assert "ok       dlib-lm68" in out  # package-shipped files are there
+    assert "error: weight 'tv-vgg16'" in err and "offline mode" in err
+    assert "error: weight 'dfe-sketch'" in err and "must be fetched by hand" in err
+    assert "curricularface" not in err  # optional records are not part of --all
+
+
+def test_import_good_and_bad_file(capsys, monkeypatch, tmp_path, home):
+    data = payload(3000)
+    record = make_record(
+        "http://127.0.0.1:9/x", data, id="cli-import", license="Custom NC", non_commercial=True
+    )
+    monkeypatch.setitem(REGISTRY, record.id, record)
+    good = tmp_path / "good.bin"
+    good.write_bytes(data)
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(payload(3000, seed=4))
+
+    code, out, err = run(capsys, "weights", "import", "cli-import", str(bad))
+    assert code == 1 and "nothing was imported" in err and str(bad) in err
+    assert not cached_file_path(record, home).exists()
+
+    code, out, err = run(capsys, "weights", "import", "cli-import", str(good))
+    assert code == 0, err
+    assert f"imported cli-import  {cached_file_path(record, home)}" in out
+    assert "licence: Custom NC [NON-COMMERCIAL]" in out
+    assert cached_file_path(record, home).read_bytes() == data
+
+
+@pytest.mark.parametrize("command", ["list", "verify", "pin"])
+def test_commands_accept_an_explicit_cache_dir(capsys, tmp_path, command):
+    explicit = tmp_path / "explicit-cache"
+    code, out, _ = run(capsys, "weights", command, "--cache-dir", str(explicit))
+    assert code == 0
+    if command == "list":
+        assert out.splitlines()[0] == f"cache: {explicit / 'weights'}"
+    else:
+        assert "dlib-lm68" in out
+        assert not (explicit / "weights").exists()  # read-only commands
