@@ -352,6 +352,10 @@ def align_face(rgb: np.ndarray, landmarks: np.ndarray, config: AlignConfig | Non
         rgb8 = rgb if rgb.dtype == np.uint8 else np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
         image = _align_reference(rgb8, quad, qsize, config)
     else:
-        rgbf = rgb.astype(np.float32) / 255.0 if rgb.dtype == np.uint8 else rgb.astype(np.float32, copy=False)
-        image = _align_fast(rgbf, quad, qsize, config)
+        # Crop before converting, so that the cost follows the face's size, not the image's.
+        x0, y0, x1, y1 = _crop_box(quad, max(int(np.rint(qsize * 0.1)), 3), width, height)
+        region = rgb[y0:y1, x0:x1]  # [h, w, 3]
+        scale = 255.0 if rgb.dtype == np.uint8 else 1.0
+        region = region.astype(np.float32) / scale  # [h, w, 3] in [0, 1]
+        image = _align_fast(region, quad - [x0, y0], qsize, config)
     return AlignedFace(image=image, alignment=Alignment.from_quad(quad, config.output_size, (width, height)))
