@@ -28,7 +28,15 @@ import torch.nn.functional as F
 from realface.face.align import Alignment, sample_bilinear
 from realface.face.mask import FaceMask
 
-__all__ = ["BlendConfig", "paste_face", "LabTransfer", "rgb_to_lab", "lab_to_rgb", "face_roi"]
+__all__ = [
+    "BlendConfig",
+    "paste_face",
+    "LabTransfer",
+    "rgb_to_lab",
+    "lab_to_rgb",
+    "face_roi",
+    "mask_in_image",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -200,19 +208,11 @@ def paste_face(
     orig_rgb = orig.expand(3, -1, -1) if orig.shape[0] == 1 else orig  # [3, h, w]
     new = torch.from_numpy(np.ascontiguousarray(face, dtype=np.float32)).permute(2, 0, 1)  # [3, N, N]
 
-    r = mask.resolution
     m_img_al = torch.from_numpy(alignment.image_from_aligned)  # [3, 3] image_from_aligned
     if config.color_correct:
         new = _color_correct(new, orig_rgb, (x0, y0), m_img_al, mask, config)
 
-    ys = torch.arange(y0, y1, dtype=torch.float64)
-    xs = torch.arange(x0, x1, dtype=torch.float64)
-    m_al_img = torch.from_numpy(alignment.matrix)  # [3, 3] aligned_from_image
-    pts = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # [h, w, 2] image (x, y)
-    pts_al = pts @ m_al_img[:2, :2].T + m_al_img[:2, 2]  # [h, w, 2] aligned pixels
-    pts_mask = (pts_al + 0.5) * (r / n) - 0.5  # [h, w, 2] mask pixels
-    alpha = _sample_zero_pad(torch.from_numpy(mask.alpha)[None], pts_mask)[0]  # [h, w]
-    alpha[alpha < 1.0 / 1024] = 0.0
+    pts_al, alpha = _warp_alpha(alignment, mask, roi)  # [h, w, 2], [h, w]
     warped = sample_bilinear(new, pts_al)  # [3, h, w]
     if orig.shape[0] == 1:
         warped = _luma(warped)  # [1, h, w]
@@ -222,6 +222,37 @@ def paste_face(
     region = out[y0:y1, x0:x1]
     region[sel] = blended[sel]
     return out
+
+
+def _warp_alpha(
+    alignment: Alignment, mask: FaceMask, roi: tuple[int, int, int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Aligned coordinates ``[h, w, 2]`` of the ROI's pixels and the mask warped onto them ``[h, w]``."""
+    x0, y0, x1, y1 = roi
+    n, r = alignment.output_size, mask.resolution
+    ys = torch.arange(y0, y1, dtype=torch.float64)
+    xs = torch.arange(x0, x1, dtype=torch.float64)
+    m_al_img = torch.from_numpy(alignment.matrix)  # [3, 3] aligned_from_image
+    pts = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # [h, w, 2] image (x, y)
+    pts_al = pts @ m_al_img[:2, :2].T + m_al_img[:2, 2]  # [h, w, 2] aligned pixels
+    pts_mask = (pts_al + 0.5) * (r / n) - 0.5  # [h, w, 2] mask pixels
+    alpha = _sample_zero_pad(torch.from_numpy(mask.alpha)[None], pts_mask)[0]  # [h, w]
+    alpha[alpha < 1.0 / 1024] = 0.0
+    return pts_al, alpha
+
+
+def mask_in_image(alignment: Alignment, mask: FaceMask) -> np.ndarray:
+    """The feathered mask as :func:`paste_face` applies it, in the full image frame ``[H, W]`` float32.
+
+    Meant for inspection and tests (it allocates a full-size array); zero outside the face's ROI.
+    """
+    w, h = alignment.image_size
+    full = np.zeros((h, w), dtype=np.float32)
+    roi = face_roi(alignment, mask)
+    if roi is not None:
+        x0, y0, x1, y1 = roi
+        full[y0:y1, x0:x1] = _warp_alpha(alignment, mask, roi)[1].numpy()
+    return full
 
 
 def _sample_zero_pad(src: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,9 @@ sits at aligned pixel ``(a_R + 0.5) · N / R − 0.5``.
 
 Erosion and feathering are fractions of the aligned size, and so of the face: in the FFHQ crop the
 face has a fixed size (the eyes are about 0.25 of the side apart). The feathered mask's support is
-at most ``truncate · feather`` beyond the eroded region, so with the defaults (erosion 0.03, feather
-σ 0.012, truncate 2) it stays inside the un-eroded face region.
+at most ``√2 · truncate · feather`` beyond the eroded region (the Gaussian is separable and cut at
+``truncate`` σ), so with the defaults (erosion 0.035, feather σ 0.012, truncate 2) the feathered edge
+lies wholly inside the un-eroded face region; the mask is also clipped to that region.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class MaskConfig:
         resolution: side ``R`` of the mask grid in the aligned frame. Default 256.
         forehead: the brows are lifted by this fraction of the brow-to-chin height to close the
             polygon above the forehead. Default 0.4.
-        erode: erosion radius as a fraction of the aligned size. Default 0.03.
+        erode: erosion radius as a fraction of the aligned size. Default 0.035.
         feather: Gaussian σ of the feathering as a fraction of the aligned size. Default 0.012.
         truncate: the Gaussian is cut at ``truncate`` σ. Default 2.0.
         labels: BiSeNet class ids kept by the parsing mask (default: skin, brows, eyes, glasses,
@@ -65,7 +66,7 @@ class MaskConfig:
     kind: MaskKind = "auto"
     resolution: int = 256
     forehead: float = 0.4
-    erode: float = 0.03
+    erode: float = 0.035
     feather: float = 0.012
     truncate: float = 2.0
     labels: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 17)
@@ -160,6 +161,7 @@ def _erode_feather(region: np.ndarray, config: MaskConfig) -> tuple[np.ndarray, 
     if sigma > 0:
         alpha = scipy.ndimage.gaussian_filter(alpha, sigma, mode="constant", truncate=config.truncate)
     alpha[alpha < 1.0 / 1024] = 0.0  # exact zeros where the change would be invisible
+    alpha *= region  # the support never leaves the un-eroded region, whatever the settings
     return np.clip(alpha, 0.0, 1.0).astype(np.float32), eroded
 
 
