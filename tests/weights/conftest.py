@@ -22,9 +22,10 @@ def file_server():
         thread.join(timeout=5)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def connections(monkeypatch):
-    """Records every outgoing connection attempt and refuses any that is not to 127.0.0.1."""
+    """Records every outgoing connection attempt and refuses any that is not to 127.0.0.1 (autouse: no
+    test in this folder can reach another host, even through a bug in the code under test)."""
     attempts: list[object] = []
     real_connect = socket.socket.connect
     real_getaddrinfo = socket.getaddrinfo

@@ -402,3 +402,22 @@ def test_failed_conversion_leaves_nothing(tmp_path, home):
         converted_path(src, lambda s, d: None)
     leftovers = [p for p in (home / "converted").iterdir() if not p.name.endswith(".lock")]
     assert leftovers == []
+
+
+def test_read_only_cache_is_still_readable(tmp_path, home, monkeypatch):
+    data = payload(2000)
+    src = tmp_path / "m.bin"
+    src.write_bytes(data)
+    record = make_record("http://127.0.0.1:9/m", data)
+    dest = import_weight(record, src)
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", self.lock_file)
+
+    monkeypatch.setattr("filelock.FileLock.acquire", refuse)  # as on a read-only shared cache
+    assert weight_path(record) == dest
+    with pytest.raises(WeightsError, match="set REALFACE_HOME to a writable folder"):
+        import_weight(record, src)  # writing needs the lock
+    missing = make_record("http://127.0.0.1:9/x", payload(10), id="absent")
+    with pytest.raises(MissingWeightsError, match="realface weights import absent PATH"):
+        weight_path(missing)

@@ -181,15 +181,29 @@ def forget_hash(path: str | os.PathLike, root: Path) -> None:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, what: str) -> Iterator[None]:
-    """Hold ``<path>.lock`` (an OS-level lock: released if the holder dies). Logs when it has to wait."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def file_lock(path: Path, what: str, *, read_only_ok: bool = False) -> Iterator[None]:
+    """Hold ``<path>.lock`` (an OS-level lock: released if the holder dies). Logs when it has to wait.
+
+    When the folder cannot be written (a shared read-only cache) and ``read_only_ok`` is set, the block runs
+    without the lock: readers are safe without it because files only appear by atomic rename, and nothing
+    can be written there anyway. Otherwise an unwritable folder raises :class:`WeightsError`.
+    """
     lock = filelock.FileLock(str(path) + ".lock")
     try:
-        lock.acquire(timeout=1.0)
-    except filelock.Timeout:
-        log.info("waiting for another process that holds %s (%s)", lock.lock_file, what)
-        lock.acquire()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(timeout=1.0)
+        except filelock.Timeout:
+            log.info("waiting for another process that holds %s (%s)", lock.lock_file, what)
+            lock.acquire()
+    except OSError as exc:
+        if not read_only_ok:
+            raise WeightsError(
+                f"cannot lock {lock.lock_file} ({exc}); set REALFACE_HOME to a writable folder"
+            ) from exc
+        log.debug("cache folder %s is not writable (%s); reading it without a lock", path.parent, exc)
+        yield
+        return
     try:
         yield
     finally:

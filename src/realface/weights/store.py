@@ -118,7 +118,10 @@ def _check(
                 digest,
                 anchor_path(path),
             )
-            write_anchor(path, digest)
+            try:
+                write_anchor(path, digest)
+            except OSError as exc:
+                log.warning("could not record the sha256 of %s (%s)", path, exc)
         elif recorded != digest:
             raise ChecksumError(
                 f"{path} has sha256 {digest}, but {recorded} was recorded when it was first stored; "
@@ -172,13 +175,7 @@ def weight_path(
         return _check_package_file(record, shipped, root)
 
     dest = cached_file_path(record, root)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise WeightsError(
-            f"cannot create the weights cache {dest.parent}: {exc}; set REALFACE_HOME"
-        ) from exc
-    with file_lock(dest, f"weight {record.id}"):
+    with file_lock(dest, f"weight {record.id}", read_only_ok=True):
         if dest.is_file():
             try:
                 _check(record, dest, root, anchored=True)
@@ -186,7 +183,10 @@ def weight_path(
             except ChecksumError as exc:
                 if record.download_urls:
                     log.warning("%s; deleting it so that it is fetched again", exc)
-                    _delete_cached(dest, root)
+                    try:
+                        _delete_cached(dest, root)
+                    except OSError as os_exc:
+                        raise ChecksumError(f"{exc}; it could not be deleted ({os_exc})") from None
                 else:
                     raise ChecksumError(
                         f"{exc}. Replace it with a good copy: `realface weights import {record.id} PATH`"
@@ -226,8 +226,14 @@ def weight_path(
 
         level = logging.WARNING if record.non_commercial else logging.INFO
         log.log(level, "fetching %r (%s); %s", record.id, _size_text(record), licence_line(record))
-        digest = download_record(record, dest, options=options, progress=progress)
-        write_anchor(dest, digest)
+        try:
+            digest = download_record(record, dest, options=options, progress=progress)
+            write_anchor(dest, digest)
+        except OSError as exc:
+            raise WeightsError(
+                f"cannot write {record.id!r} into {dest.parent} ({exc}); set REALFACE_HOME to a writable "
+                f"folder or run `realface weights fetch {record.id} --cache-dir DIR`"
+            ) from exc
         sha256_file(dest, root=root)  # memoise: the file was just hashed as .part, under another name
         if not record.pinned:
             log.warning(
