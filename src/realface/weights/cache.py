@@ -42,6 +42,7 @@ __all__ = [
     "write_anchor",
     "sha256_file",
     "forget_hash",
+    "remember_hash",
     "file_lock",
     "package_file",
     "package_dir",
@@ -169,6 +170,16 @@ def sha256_file(
         except OSError as exc:  # a read-only cache only costs a re-hash next time
             log.debug("could not memoise the hash of %s: %s", path, exc)
     return digest
+
+
+def remember_hash(path: str | os.PathLike, sha256: str, root: Path) -> None:
+    """Memoise a digest the caller has just computed from the file's bytes (saves a second read)."""
+    path = Path(path).absolute()
+    record = {"path": str(path), "stat": _stat_key(path.stat()), "sha256": sha256}
+    try:
+        atomic_write_text(_memo_file(path, root), json.dumps(record))
+    except OSError as exc:
+        log.debug("could not memoise the hash of %s: %s", path, exc)
 
 
 def forget_hash(path: str | os.PathLike, root: Path) -> None:

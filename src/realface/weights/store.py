@@ -32,6 +32,7 @@ from realface.weights.cache import (
     offline_reason,
     package_file,
     read_anchor,
+    remember_hash,
     sha256_file,
     write_anchor,
 )
@@ -234,13 +235,12 @@ def weight_path(
                 f"cannot write {record.id!r} into {dest.parent} ({exc}); set REALFACE_HOME to a writable "
                 f"folder or run `realface weights fetch {record.id} --cache-dir DIR`"
             ) from exc
-        sha256_file(dest, root=root)  # memoise: the file was just hashed as .part, under another name
+        remember_hash(dest, digest, root)  # hashed as .part just before the rename
         if not record.pinned:
             log.warning(
-                "NO PUBLISHED SHA256 for %r: trusting this first download of %s. Its sha256 %s is recorded "
-                "in %s and checked on every later use; `realface weights pin` prints it for the registry.",
+                "NO PUBLISHED SHA256 for %r: trusting this first download. Its sha256 %s is recorded in %s "
+                "and checked on every later use; `realface weights pin` prints it for the registry.",
                 record.id,
-                record.urls[0],
                 digest,
                 anchor_path(dest),
             )
@@ -298,7 +298,7 @@ def import_weight(
         if not link:
             digest = _copy_hashing(src, dest, record)
         write_anchor(dest, digest)
-        sha256_file(dest, root=root, use_memo=False)  # memoise under the cached path
+        remember_hash(dest, digest, root)
     if not record.pinned:
         log.warning(
             "NO PUBLISHED SHA256 for %r: imported %s as is; its sha256 %s is recorded in %s and checked "
