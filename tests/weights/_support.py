@@ -72,46 +72,41 @@ def _make_handler(server: FileServer) -> type[http.server.BaseHTTPRequestHandler
             range_header = self.headers.get("Range")
             data = server.files.get(self.path)
             behaviour = server.next_behaviour(self.path)
-            if data is None or behaviour == "404":
-                self.send_error(404)
-                server.log(Request(self.path, range_header, 404, 0))
-                return
-            if behaviour == "500":
-                self.send_error(500)
-                server.log(Request(self.path, range_header, 500, 0))
+            # Each request is logged before any byte of the answer leaves, so that a client's retry can
+            # never be logged ahead of the request it retries.
+            if data is None or behaviour in ("404", "500"):
+                code = 404 if data is None else int(behaviour)
+                server.log(Request(self.path, range_header, code, 0))
+                self.send_error(code)
                 return
             start = 0
             match = _RANGE_RE.match(range_header or "")
             if match and behaviour != "no-range":
                 start = int(match.group(1))
                 if start >= len(data):
+                    server.log(Request(self.path, range_header, 416, 0))
                     self.send_response(416)
                     self.send_header("Content-Range", f"bytes */{len(data)}")
                     self.end_headers()
-                    server.log(Request(self.path, range_header, 416, 0))
                     return
-                self.send_response(206)
-                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                status = 206
-            else:
-                self.send_response(200)
-                status = 200
+            status = 206 if start else 200
             body = data[start:]
-            self.send_header("Content-Length", str(len(body)))
+            sent = body[: len(body) // 2] if behaviour == "truncate" else body
+            server.log(Request(self.path, range_header, status, len(sent)))
+            self.send_response(status)
+            if status == 206:
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.send_header("Content-Length", str(len(body)))  # the full length, even when truncating
             self.send_header("Content-Type", "application/octet-stream")
             self.end_headers()
-            if behaviour == "truncate":
-                body = body[: len(body) // 2]
-                self.wfile.write(body)
-                self.wfile.flush()
-            elif behaviour == "slow":
-                for i in range(0, len(body), 2048):
-                    self.wfile.write(body[i : i + 2048])
+            if behaviour == "slow":
+                for i in range(0, len(sent), 2048):
+                    self.wfile.write(sent[i : i + 2048])
                     self.wfile.flush()
                     time.sleep(0.01)
             else:
-                self.wfile.write(body)
-            server.log(Request(self.path, range_header, status, len(body)))
+                self.wfile.write(sent)
+                self.wfile.flush()
 
     return Handler
 
