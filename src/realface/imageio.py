@@ -144,7 +144,9 @@ def _pil_pixel_limit(max_pixels: int) -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = max_pixels
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                # Our own check (header size against max_pixels) reports oversized images; Pillow's
+                # error at twice the limit still guards any decoder that runs before that check.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 yield
         finally:
             Image.MAX_IMAGE_PIXELS = old
@@ -256,8 +258,11 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file, or a format that cannot be read") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{path}: refused as a possible decompression bomb ({exc})") from None
+    except Image.DecompressionBombError:
+        raise ImageError(
+            f"{path}: more pixels than the limit of {max_pixels:,} "
+            "(raise it with --max-pixels if the file is trusted)"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
     except Exception as exc:  # pypng and codec plug-ins raise their own types on corrupt data
@@ -301,7 +306,7 @@ def _to_pil(image: LoadedImage, fmt: str) -> Image.Image:
     p, a = image.pixels, image.alpha
     if image.bit_depth == 16:
         if p.shape[2] == 1 and a is None:
-            return Image.fromarray(np.ascontiguousarray(p[..., 0]).astype("<u2"), mode="I;16")
+            return Image.fromarray(np.ascontiguousarray(p[..., 0]).astype("<u2"))  # mode I;16
         raise AssertionError("16-bit colour is written by _write_png16")
     arr = p if a is None else np.concatenate([p, a[..., None]], axis=2)  # [H, W, C(+1)]
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[arr.shape[2]]

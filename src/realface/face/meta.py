@@ -62,6 +62,8 @@ class FaceMeta:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise FaceError(f"{path}: cannot read face metadata ({exc.strerror or exc})") from None
+        except UnicodeDecodeError:
+            raise FaceError(f"{path}: not a realface face metadata file (not UTF-8 JSON text)") from None
         try:
             return cls.from_dict(json.loads(text))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
