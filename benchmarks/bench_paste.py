@@ -1,6 +1,6 @@
 """Paste-back speed: a 1024-px aligned face into a large image, and the same face into a small one.
 
-Usage: ``python benchmarks/bench_paste.py [--size 4096] [--small 1536] [--repeat 5]``
+Usage: ``python benchmarks/bench_paste.py [--size 4096] [--small 1536] [--repeat 5] [--threads N]``
 
 The face (the astronaut fixture, scaled so that its FFHQ quad is ~1024 px) is placed on a noise
 canvas of each size; the landmarks come from the alignment fixture, so dlib is not timed. Timed:
@@ -72,7 +72,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--small", type=int, default=1536)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}")
     for canvas in (args.size, args.small):
         r = bench(canvas, args.repeat)

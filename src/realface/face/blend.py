@@ -196,42 +196,63 @@ def paste_face(
         logger.warning("the face mask is empty; the image is left unchanged")
         return out
     x0, y0, x1, y1 = roi
-    scale = float(np.iinfo(pixels.dtype).max)
-    orig = torch.from_numpy(np.ascontiguousarray(pixels[y0:y1, x0:x1])).permute(2, 0, 1).float() / scale
-    orig_rgb = orig.expand(3, -1, -1) if orig.shape[0] == 1 else orig  # [3, h, w]
+    peak = float(np.iinfo(pixels.dtype).max)
     new = torch.from_numpy(np.ascontiguousarray(face, dtype=np.float32)).permute(2, 0, 1)  # [3, N, N]
 
-    m_img_al = torch.from_numpy(alignment.image_from_aligned)  # [3, 3] image_from_aligned
+    alpha = _roi_grid_sample(torch.from_numpy(mask.alpha)[None], alignment, roi, mask.resolution, "zeros")[0]
+    sel = alpha >= 1.0 / 1024  # [h, w] pixels that change; all others are never written
+    if not bool(sel.any()):
+        return out
+    pts_al = _roi_aligned_points(alignment, roi)[sel]  # [K, 2] aligned (u, v) of the changed pixels
+    warped = sample_bilinear(new, pts_al[None])[:, 0]  # [3, K]
+    region = out[y0:y1, x0:x1]  # view into the output
+    sel_np = sel.numpy()
+    orig = pixels[y0:y1, x0:x1][sel_np].astype(np.float32) / peak  # [K, C]
     if config.color_correct:
-        new = _color_correct(new, orig_rgb, (x0, y0), m_img_al, mask, config)
-
-    pts_al, alpha = _warp_alpha(alignment, mask, roi)  # [h, w, 2], [h, w]
-    warped = sample_bilinear(new, pts_al)  # [3, h, w]
-    if orig.shape[0] == 1:
-        warped = _luma(warped)  # [1, h, w]
-    blended = orig + alpha[None] * (warped - orig)  # [C, h, w]
-    blended = (blended * scale).round_().clamp_(0, scale).permute(1, 2, 0).numpy().astype(pixels.dtype)
-    sel = (alpha > 0).numpy()  # [h, w]
-    region = out[y0:y1, x0:x1]
-    region[sel] = blended[sel]
+        transfer = _fit_color(new, pixels, alignment, mask, config)
+        if transfer is not None:
+            warped = transfer.apply_lut(warped[:, None])[:, 0]  # [3, K]
+    if orig.shape[1] == 1:
+        warped = _luma(warped[:, None])[:, 0]  # [1, K]
+    a = alpha[sel].numpy()[:, None]  # [K, 1]
+    blended = orig + a * (warped.T.numpy() - orig)  # [K, C]
+    region[sel_np] = np.clip(np.rint(blended * peak), 0, peak).astype(pixels.dtype)
     return out
 
 
-def _warp_alpha(
-    alignment: Alignment, mask: FaceMask, roi: tuple[int, int, int, int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Aligned coordinates ``[h, w, 2]`` of the ROI's pixels and the mask warped onto them ``[h, w]``."""
+def _roi_affine(alignment: Alignment, roi: tuple[int, int, int, int], size: int) -> torch.Tensor:
+    """``theta`` for ``affine_grid``: ROI normalised coords → normalised coords of a ``size`` grid
+    covering the aligned square (pixel centres at integers, ``align_corners=False``)."""
     x0, y0, x1, y1 = roi
-    n, r = alignment.output_size, mask.resolution
-    ys = torch.arange(y0, y1, dtype=torch.float64)
-    xs = torch.arange(x0, x1, dtype=torch.float64)
-    m_al_img = torch.from_numpy(alignment.matrix)  # [3, 3] aligned_from_image
-    pts = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # [h, w, 2] image (x, y)
-    pts_al = pts @ m_al_img[:2, :2].T + m_al_img[:2, 2]  # [h, w, 2] aligned pixels
-    pts_mask = (pts_al + 0.5) * (r / n) - 0.5  # [h, w, 2] mask pixels
-    alpha = _sample_zero_pad(torch.from_numpy(mask.alpha)[None], pts_mask)[0]  # [h, w]
-    alpha[alpha < 1.0 / 1024] = 0.0
-    return pts_al, alpha
+    w, h = x1 - x0, y1 - y0
+    n = alignment.output_size
+    # ROI normalised (xn, yn) -> image pixel (x, y): x = x0 + ((xn + 1) * w - 1) / 2
+    img_from_norm = np.array([[w / 2, 0, x0 + (w - 1) / 2], [0, h / 2, y0 + (h - 1) / 2], [0, 0, 1]])
+    # aligned pixel -> grid normalised: g = (2 * (a + 0.5) * size / n) / size - 1 = (2a + 1) / n - 1
+    norm_from_al = np.array([[2 / n, 0, 1 / n - 1], [0, 2 / n, 1 / n - 1], [0, 0, 1]])
+    theta = norm_from_al @ alignment.matrix @ img_from_norm  # [3, 3]
+    return torch.from_numpy(theta[:2]).float()[None]  # [1, 2, 3]
+
+
+def _roi_grid_sample(
+    src: torch.Tensor, alignment: Alignment, roi: tuple[int, int, int, int], size: int, padding: str
+) -> torch.Tensor:
+    """Sample ``src`` ``[C, size, size]`` (a grid over the aligned square) at every ROI pixel: ``[C, h, w]``."""
+    x0, y0, x1, y1 = roi
+    grid = F.affine_grid(_roi_affine(alignment, roi, size), [1, 1, y1 - y0, x1 - x0], align_corners=False)
+    out = F.grid_sample(src[None], grid, mode="bilinear", padding_mode=padding, align_corners=False)
+    return out[0]
+
+
+def _roi_aligned_points(alignment: Alignment, roi: tuple[int, int, int, int]) -> torch.Tensor:
+    """Aligned pixel coordinates ``[h, w, 2]`` (float32) of every ROI pixel."""
+    x0, y0, x1, y1 = roi
+    m = torch.from_numpy(alignment.matrix).float()  # [3, 3] aligned_from_image
+    xs = torch.arange(x0, x1, dtype=torch.float32)
+    ys = torch.arange(y0, y1, dtype=torch.float32)
+    u = m[0, 0] * xs[None, :] + m[0, 1] * ys[:, None] + m[0, 2]  # [h, w]
+    v = m[1, 0] * xs[None, :] + m[1, 1] * ys[:, None] + m[1, 2]  # [h, w]
+    return torch.stack([u, v], -1)  # [h, w, 2]
 
 
 def mask_in_image(alignment: Alignment, mask: FaceMask) -> np.ndarray:
@@ -244,7 +265,11 @@ def mask_in_image(alignment: Alignment, mask: FaceMask) -> np.ndarray:
     roi = face_roi(alignment, mask)
     if roi is not None:
         x0, y0, x1, y1 = roi
-        full[y0:y1, x0:x1] = _warp_alpha(alignment, mask, roi)[1].numpy()
+        alpha = _roi_grid_sample(
+            torch.from_numpy(mask.alpha)[None], alignment, roi, mask.resolution, "zeros"
+        )[0]
+        alpha[alpha < 1.0 / 1024] = 0.0
+        full[y0:y1, x0:x1] = alpha.numpy()
     return full
 
 
@@ -257,27 +282,35 @@ def _sample_zero_pad(src: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(src[None], grid[None], mode="bilinear", padding_mode="zeros", align_corners=False)[0]
 
 
-def _color_correct(
-    new: torch.Tensor,
-    orig_rgb: torch.Tensor,
-    roi_origin: tuple[int, int],
-    image_from_aligned: torch.Tensor,
-    mask: FaceMask,
-    config: BlendConfig,
-) -> torch.Tensor:
-    """Lab mean/std transfer of ``new`` ``[3, N, N]`` to the original face, on the mask grid."""
+def _fit_color(
+    new: torch.Tensor, pixels: np.ndarray, alignment: Alignment, mask: FaceMask, config: BlendConfig
+) -> LabTransfer | None:
+    """Lab transfer taking the new face ``[3, N, N]`` to the original's colours, on the mask grid.
+
+    The statistics pixels of the ``R``-pixel mask grid are sampled in the new face (area-averaged to
+    ``R``) and, bilinearly, in the original image at the same aligned positions.
+    """
     n, r = new.shape[1], mask.resolution
     stats = torch.from_numpy(mask.stats)  # [R, R]
-    if int(stats.sum()) < config.min_stats_pixels:
-        logger.warning("colour correction skipped: only %d statistics pixels", int(stats.sum()))
-        return new
+    count = int(stats.sum())
+    if count < config.min_stats_pixels:
+        logger.warning("colour correction skipped: only %d statistics pixels", count)
+        return None
     idx = torch.nonzero(stats)  # [K, 2] (row, col) in the mask grid
     al = (idx.flip(1).double() + 0.5) * (n / r) - 0.5  # [K, 2] aligned (u, v)
-    img = al @ image_from_aligned[:2, :2].T + image_from_aligned[:2, 2]  # [K, 2] image (x, y)
-    img = img - torch.tensor(roi_origin, dtype=torch.float64)
-    ref = sample_bilinear(orig_rgb, img[None])[:, 0].T  # [K, 3]
+    m = torch.from_numpy(alignment.image_from_aligned)
+    img = al @ m[:2, :2].T + m[:2, 2]  # [K, 2] image (x, y)
+    h, w = pixels.shape[:2]
+    lo = torch.floor(img.min(0).values).clamp(min=0).long()
+    hi = torch.ceil(img.max(0).values).long() + 2
+    box = pixels[int(lo[1]) : min(int(hi[1]), h), int(lo[0]) : min(int(hi[0]), w)]  # [bh, bw, C]
+    src = torch.from_numpy(np.ascontiguousarray(box)).permute(2, 0, 1).float() / float(
+        np.iinfo(box.dtype).max
+    )
+    src = src.expand(3, -1, -1) if src.shape[0] == 1 else src  # [3, bh, bw]
+    ref = sample_bilinear(src, (img - lo.double())[None])[:, 0].T  # [K, 3]
     small = F.interpolate(new[None], size=(r, r), mode="area")[0] if n != r else new  # [3, R, R]
     new_samples = small[:, idx[:, 0], idx[:, 1]].T  # [K, 3]
     transfer = LabTransfer.fit(new_samples.double().numpy(), ref.double().numpy())
     logger.debug("colour correction %s", transfer)
-    return transfer.apply_lut(new.clamp(0.0, 1.0)).contiguous()  # [3, N, N]
+    return transfer
