@@ -6,6 +6,7 @@ import io
 import os
 import pickle
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,3 +179,34 @@ def test_numpy_scalar_paths_of_numpy_1_and_2(module):
 def test_loading_does_not_import_official_modules(tmp_path):
     load_generator(data_file("stylegan2-ada", "sg2ada_tiny64.pkl"))
     assert "torch_utils" not in sys.modules and "dnnlib" not in sys.modules
+
+
+def test_pickle_is_converted_once_and_cached(tmp_path, monkeypatch):
+    import realface.checkpoints as ckpt
+
+    G = tiny_generator(32, seed=6)
+    pkl = write_official_pickle(tmp_path / "snap.pkl", G_ema=G, G=G)
+    calls = []
+    real_convert = ckpt.convert_pickle
+
+    def counting_convert(src, dst, only=None):
+        calls.append(src)
+        return real_convert(src, dst, only)
+
+    monkeypatch.setattr(ckpt, "convert_pickle", counting_convert)
+    _same_state(load_generator(pkl), G)
+    _same_state(load_generator(pkl, which="G"), G)
+    assert len(calls) == 1
+    converted = list(Path(os.environ["REALFACE_HOME"]).rglob("*.safetensors"))  # the per-test cache
+    assert len(converted) == 1 and detect_format(converted[0]) == "safetensors"
+    # Without the cache the pickle is read directly and nothing new is converted.
+    _same_state(load_generator(pkl, cache=False), G)
+    assert len(calls) == 1
+
+
+def test_registry_id_resolves_through_weights_cache():
+    from realface.errors import WeightsError
+
+    # Offline (set by conftest) and absent: the weights error names the id and how to import it.
+    with pytest.raises(WeightsError, match=r"sg2ada-ffhq1024.*realface weights import"):
+        load_generator("sg2ada-ffhq1024")

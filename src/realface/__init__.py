@@ -18,16 +18,34 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_generator": "realface.checkpoints",
     "load_discriminator": "realface.checkpoints",
-    "save_network": "realface.checkpoints",
+    "save_networks": "realface.checkpoints",
+    "load_networks": "realface.checkpoints",
+    "convert_pickle": "realface.checkpoints",
     "Generator": "realface.nn.stylegan2",
     "Discriminator": "realface.nn.stylegan2",
     "RealFaceError": "realface.errors",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+__all__ = [
+    "Discriminator",
+    "Generator",
+    "RealFaceError",
+    "__version__",
+    "convert_pickle",
+    "load_discriminator",
+    "load_generator",
+    "load_networks",
+    "save_networks",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from realface.checkpoints import load_discriminator, load_generator, save_network
+    from realface.checkpoints import (
+        convert_pickle,
+        load_discriminator,
+        load_generator,
+        load_networks,
+        save_networks,
+    )
     from realface.errors import RealFaceError
     from realface.nn.stylegan2 import Discriminator, Generator
 

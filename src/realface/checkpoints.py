@@ -400,18 +400,50 @@ def _read_safetensors(path: Path) -> dict[str, NetworkRecord]:
     return records
 
 
-def read_network_records(path: str | os.PathLike) -> dict[str, NetworkRecord]:
-    """All networks in a file of either format, as records (nothing built yet)."""
-    path = Path(path)
+CONVERTER_TAG = f"rf{FORMAT_VERSION}"
+
+
+def resolve_network_path(path_or_id: str | os.PathLike, download: bool = True) -> Path:
+    """A file path as given, or the verified cached file of a registry id such as ``sg2ada-ffhq1024``."""
+    path = Path(path_or_id).expanduser()
+    if path.exists():
+        return path
+    from realface.weights import REGISTRY, weight_path
+
+    if str(path_or_id) in REGISTRY:
+        return weight_path(str(path_or_id), download=download)
+    raise CheckpointError(f"{path}: no such file (and not a known weights id; see `realface weights list`)")
+
+
+def read_network_records(path: str | os.PathLike, cache: bool = True) -> dict[str, NetworkRecord]:
+    """All networks in a file of either format (or a registry id), as records (nothing built yet).
+
+    With ``cache`` an official pickle is converted once to realface safetensors, keyed by the pickle's
+    sha256 in the weights cache (``converted/`` or ``weights/<id>/derived/``), and later calls read the
+    converted file. If the cache cannot be written the pickle is read directly.
+    """
+    path = resolve_network_path(path)
     fmt = detect_format(path)
-    if fmt == "pickle":
-        return read_official_pickle(path)["networks"]
-    return _read_safetensors(path)
+    if fmt == "safetensors":
+        return _read_safetensors(path)
+    if cache:
+        from realface.errors import WeightsError
+        from realface.weights import converted_generator_path
+
+        try:
+            converted = converted_generator_path(path, convert_pickle, tag=CONVERTER_TAG)
+        except (WeightsError, OSError) as exc:
+            log.warning("could not cache the conversion of %s (%s); reading the pickle directly", path, exc)
+        else:
+            return _read_safetensors(converted)
+    return read_official_pickle(path)["networks"]
 
 
-def load_networks(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, torch.nn.Module]:
+def load_networks(
+    path: str | os.PathLike, device: torch.device | str = "cpu", cache: bool = True
+) -> dict[str, torch.nn.Module]:
     """Every network in the file, built, in eval mode with gradients off."""
-    return {name: rec.build(device) for name, rec in read_network_records(path).items()}
+    return {name: rec.build(device) for name, rec in read_network_records(path, cache=cache).items()}
 
 
 def _pick(
@@ -429,15 +461,19 @@ def _pick(
 
 
 def load_generator(
-    path: str | os.PathLike, device: torch.device | str = "cpu", which: str | None = None
+    path: str | os.PathLike,
+    device: torch.device | str = "cpu",
+    which: str | None = None,
+    cache: bool = True,
 ) -> Generator:
-    """Load a generator from an official ``.pkl`` or a realface ``.safetensors`` file.
+    """Load a generator from an official ``.pkl``, a realface ``.safetensors`` file or a weights id.
 
     ``which`` names the network (``"G_ema"``, the default for inference, or ``"G"``). The result is in
     eval mode with ``requires_grad`` off; call ``.train()`` / ``.requires_grad_(True)`` to fine-tune.
+    ``cache``: convert an official pickle once and load the cached safetensors afterwards.
     """
     path = Path(path)
-    records = read_network_records(path)
+    records = read_network_records(path, cache=cache)
     if which is not None:
         if which not in records:
             raise CheckpointError(f"{path}: has no network '{which}' (found {sorted(records)})")
@@ -447,10 +483,13 @@ def load_generator(
     return rec.build(device)  # type: ignore[return-value]
 
 
-def load_discriminator(path: str | os.PathLike, device: torch.device | str = "cpu") -> Discriminator:
-    """Load the discriminator ``D`` from an official ``.pkl`` or a realface ``.safetensors`` file."""
+def load_discriminator(
+    path: str | os.PathLike, device: torch.device | str = "cpu", cache: bool = True
+) -> Discriminator:
+    """Load the discriminator ``D`` from an official ``.pkl``, a realface ``.safetensors`` file or a weights id."""
     path = Path(path)
-    return _pick(read_network_records(path), path, "Discriminator", ("D",)).build(device)  # type: ignore[return-value]
+    records = read_network_records(path, cache=cache)
+    return _pick(records, path, "Discriminator", ("D",)).build(device)  # type: ignore[return-value]
 
 
 def convert_pickle(

@@ -117,3 +117,45 @@ def test_modulated_conv_shape_errors():
         ops.modulated_conv2d(torch.randn(2, 4, 5, 5), torch.randn(3, 4, 3, 3), torch.randn(2, 5))
     with pytest.raises(ValueError, match="x must be"):
         ops.modulated_conv2d(torch.randn(2, 3, 5, 5), torch.randn(3, 4, 3, 3), torch.randn(2, 4))
+
+
+@pytest.mark.parametrize("act", ["lrelu", "relu", "linear"])
+@pytest.mark.parametrize("noise_shape", [None, (1, 1, 5, 4), (2, 1, 5, 4)])
+def test_scale_bias_act_fast_equals_reference_with_gradients(act, noise_shape):
+    torch.manual_seed(3)
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    d = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    n = None if noise_shape is None else torch.randn(noise_shape, dtype=torch.float64, requires_grad=True)
+    inputs = [t for t in (x, d, n, b) if t is not None]
+    outs = []
+    for impl in ("fast", "ref"):
+        y = ops.scale_bias_act(x, d, n, b, act=act, clamp=1.5, impl=impl)
+        grads = torch.autograd.grad(y.square().sum(), inputs)
+        outs.append((y, grads))
+    torch.testing.assert_close(outs[0][0], outs[1][0])
+    assert (outs[1][0].abs() == 1.5).any()  # the clamp is active in this test
+    for ga, gb in zip(outs[0][1], outs[1][1], strict=True):
+        torch.testing.assert_close(ga, gb)
+
+
+def test_scale_bias_act_second_order_gradients():
+    torch.manual_seed(4)
+    x = torch.randn(1, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    d = torch.randn(1, 2, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    fn = lambda x, d, b: ops.scale_bias_act(x, d, None, b, act="lrelu", clamp=None)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, d, b))
+    assert torch.autograd.gradgradcheck(fn, (x, d, b))
+
+
+def test_fused_bias_act_equals_reference_and_is_twice_differentiable():
+    torch.manual_seed(5)
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    for act in ("lrelu", "linear", "relu"):
+        fast = ops.bias_act(x, b, act=act, clamp=1.0, impl="fast")
+        ref = ops.bias_act(x, b, act=act, clamp=1.0, impl="ref")
+        torch.testing.assert_close(fast, ref)
+    fn = lambda x, b: ops.bias_act(x, b, act="lrelu")  # noqa: E731
+    assert torch.autograd.gradgradcheck(fn, (x, b))

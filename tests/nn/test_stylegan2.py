@@ -194,3 +194,21 @@ def test_minibatch_std_group_divisibility():
         D(torch.randn(3, 3, 32, 32))
     with pytest.raises(ValueError, match="D expects images"):
         D(torch.randn(2, 3, 16, 16))
+
+
+def test_fast_and_reference_paths_agree_in_value_and_gradient():
+    G = tiny_generator(32)
+    ws0 = G.mapping(torch.randn(2, G.z_dim), None).detach()
+    noise0 = [torch.randn(1, 1, layer.resolution, layer.resolution) for layer in G.synthesis.noise_layers()]
+    results = []
+    for impl, fused in (("fast", False), ("ref", False), ("fast", True), ("ref", True)):
+        ws = ws0.clone().requires_grad_(True)
+        noise = [n.clone().requires_grad_(True) for n in noise0]
+        img = G.synthesis(ws, noise=noise, impl=impl, fused_modconv=fused)
+        img.square().mean().backward()
+        results.append((img.detach(), ws.grad, [n.grad for n in noise]))
+    for img, gw, gn in results[1:]:
+        torch.testing.assert_close(img, results[0][0], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(gw, results[0][1], atol=1e-6, rtol=1e-3)
+        for a, b in zip(gn, results[0][2], strict=True):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-3)

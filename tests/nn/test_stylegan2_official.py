@@ -63,10 +63,10 @@ def test_mapping_and_truncation(official):
 
 
 @pytest.mark.parametrize("fused", [None, False])
-@pytest.mark.parametrize("upsample_impl", ["fast", "ref"])
-def test_images(official, fused, upsample_impl):
+@pytest.mark.parametrize("impl", ["fast", "ref"])
+def test_images(official, fused, impl):
     G, G_raw, a = official["G_ema"], official["G"], official["a"]
-    kw = dict(fused_modconv=fused, upsample_impl=upsample_impl)
+    kw = dict(fused_modconv=fused, impl=impl)
     with torch.no_grad():
         _close(G(a["z"], None, noise_mode="const", **kw), a["img_const"])
         _close(G(a["z"], None, truncation_psi=0.7, noise_mode="const", **kw), a["img_const_psi07"])

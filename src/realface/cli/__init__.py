@@ -43,25 +43,17 @@ def _load_commands() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the console script and of ``python -m realface``."""
+    """Entry point of the console script and of ``python -m realface``.
+
+    Usage errors are reported by Typer itself (exit status 2); a :class:`RealFaceError` from the
+    library becomes ``error: <message>`` on stderr and exit status 1, never a traceback.
+    """
     _load_commands()
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="realface")
     except RealFaceError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as exc:  # click usage errors come through here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            typer.echo("aborted", err=True)
-            sys.exit(1)
-        raise

@@ -25,6 +25,7 @@ __all__ = [
     "upsample2d",
     "downsample2d",
     "bias_act",
+    "scale_bias_act",
     "conv2d_resample",
     "modulated_conv2d",
     "normalize_2nd_moment",
@@ -103,7 +104,12 @@ def upfirdn2d(
         x = x.reshape(N, C, H, 1, W, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])  # [N, C, H, up, W, up]
         x = x.reshape(N, C, H * up, W * up)
-    x = _pad_or_crop(x, pad)
+    x0, x1, y0, y1 = pad
+    conv_pad: tuple[int, int] = (0, 0)
+    if f.ndim == 2 and x0 == x1 >= 0 and y0 == y1 >= 0:
+        conv_pad = (y0, x0)  # symmetric zero padding: let the convolution do it (no padded copy)
+    else:
+        x = _pad_or_crop(x, pad)
     f = (f * (gain ** (f.ndim / 2))).to(dtype=x.dtype, device=x.device)
     if not flip_filter:
         f = f.flip(list(range(f.ndim)))
@@ -111,7 +117,7 @@ def upfirdn2d(
         x = F.conv2d(x, f[None, None, None, :].repeat(C, 1, 1, 1), groups=C)
         x = F.conv2d(x, f[None, None, :, None].repeat(C, 1, 1, 1), groups=C)
     else:
-        x = F.conv2d(x, f[None, None].repeat(C, 1, 1, 1), groups=C)  # depthwise [C, 1, kh, kw]
+        x = F.conv2d(x, f[None, None].repeat(C, 1, 1, 1), padding=conv_pad, groups=C)  # depthwise [C,1,kh,kw]
     if down > 1:
         x = x[:, :, ::down, ::down]
     return x
@@ -190,26 +196,14 @@ def downsample2d(
     return upfirdn2d(x, f, down=down, padding=pad, gain=gain)
 
 
-def bias_act(
-    x: torch.Tensor,
-    b: torch.Tensor | None = None,
-    dim: int = 1,
-    act: str = "linear",
-    gain: float | None = None,
-    clamp: float | None = None,
-) -> torch.Tensor:
-    """``clamp(act(x + b) * gain, -clamp, clamp)``; b is broadcast along ``dim``.
+_FUSED_ALPHA = {"linear": None, "lrelu": 0.2, "relu": 0.0}
 
-    ``gain=None`` uses the activation's default gain (sqrt(2) for lrelu/relu, 1 for linear). The
-    clamp is applied after the gain, as in the official operator.
-    """
-    if act not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {act!r}; expected one of {sorted(ACTIVATIONS)}")
-    fn, def_gain = ACTIVATIONS[act]
-    gain = def_gain if gain is None else float(gain)
+
+def _bias_act_ref(
+    x: torch.Tensor, b: torch.Tensor | None, dim: int, act: str, gain: float, clamp: float | None
+) -> torch.Tensor:
+    fn = ACTIVATIONS[act][0]
     if b is not None:
-        if b.ndim != 1 or b.shape[0] != x.shape[dim]:
-            raise ValueError(f"bias of shape {tuple(b.shape)} does not match x.shape[{dim}] = {x.shape[dim]}")
         x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
     x = fn(x)
     if gain != 1:
@@ -217,6 +211,161 @@ def bias_act(
     if clamp is not None and clamp >= 0:
         x = x.clamp(-clamp, clamp)
     return x
+
+
+class _FusedBiasAct(torch.autograd.Function):
+    """bias + (leaky) ReLU / linear + gain + clamp with one output buffer and a backward from the output.
+
+    For these activations the derivative is a function of the output's sign (gain > 0), so only
+    ``y`` is saved, as in the official CUDA operator. The backward is written with ordinary
+    differentiable ops, so higher-order gradients (R1, path-length regularisation) work.
+    """
+
+    @staticmethod
+    def forward(ctx, x, b, dim, alpha, gain, clamp):  # type: ignore[override]
+        y = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)]) if b is not None else x.clone()
+        if alpha is not None:
+            torch.nn.functional.leaky_relu_(y, alpha) if alpha > 0 else torch.relu_(y)
+        if gain != 1:
+            y.mul_(gain)
+        if clamp is not None:
+            y.clamp_(-clamp, clamp)
+        ctx.save_for_backward(y)
+        ctx.dim, ctx.alpha, ctx.gain, ctx.clamp, ctx.has_bias = dim, alpha, gain, clamp, b is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):  # type: ignore[override]
+        (y,) = ctx.saved_tensors
+        if ctx.alpha is not None:
+            slope = torch.where(y > 0, ctx.gain, ctx.gain * ctx.alpha).to(gy.dtype)
+            gx = gy * slope
+        else:
+            gx = gy * ctx.gain if ctx.gain != 1 else gy
+        if ctx.clamp is not None:
+            gx = gx.masked_fill(y.abs() >= ctx.clamp, 0)
+        gb = None
+        if ctx.has_bias and ctx.needs_input_grad[1]:
+            gb = gx.sum(dim=[i for i in range(gx.ndim) if i != ctx.dim])
+        return gx, gb, None, None, None, None
+
+
+class _ScaleBiasAct(torch.autograd.Function):
+    """``clamp(act(x * d + noise + b))`` over [N, C, H, W] with one output buffer (see :func:`scale_bias_act`)."""
+
+    @staticmethod
+    def forward(ctx, x, d, noise, b, alpha, clamp):  # type: ignore[override]
+        N, C = x.shape[:2]
+        y = x * d.reshape(N, C, 1, 1)  # [NCHW]
+        if noise is not None:
+            y.add_(noise)
+        if b is not None:
+            y.add_(b.reshape(1, C, 1, 1))
+        if alpha is not None:
+            torch.nn.functional.leaky_relu_(y, alpha) if alpha > 0 else torch.relu_(y)
+        clamped = False
+        if clamp is not None:
+            if y.device.type == "cuda":
+                clamped = True
+            else:  # skip the clamp (and the backward mask) when nothing is out of range: one read-only pass
+                lo, hi = torch.aminmax(y)
+                clamped = bool(lo < -clamp or hi > clamp)
+            if clamped:
+                y.clamp_(-clamp, clamp)
+        ctx.save_for_backward(x, d, y)
+        ctx.alpha, ctx.clamp, ctx.clamped = alpha, clamp, clamped
+        ctx.noise_shape = None if noise is None else noise.shape
+        ctx.has_bias = b is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):  # type: ignore[override]
+        x, d, y = ctx.saved_tensors
+        N, C = x.shape[:2]
+        if ctx.alpha is None:
+            gz = gy
+        elif ctx.alpha > 0:
+            gz = torch.ops.aten.leaky_relu_backward(gy, y, ctx.alpha, True)
+        else:
+            gz = torch.ops.aten.threshold_backward(gy, y, 0)
+        if ctx.clamped:
+            gz = gz.masked_fill(y.abs() >= ctx.clamp, 0)
+        gx = gd = gn = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = gz * d.reshape(N, C, 1, 1)
+        if ctx.needs_input_grad[1]:
+            gd = torch.einsum("nchw,nchw->nc", gz, x)
+        if ctx.noise_shape is not None and ctx.needs_input_grad[2]:
+            gn = gz.sum(dim=1, keepdim=True)  # [N, 1, H, W]
+            while gn.ndim > len(ctx.noise_shape):
+                gn = gn.sum(0)
+            dims = [
+                i for i, (a, b) in enumerate(zip(gn.shape, ctx.noise_shape, strict=True)) if b == 1 and a != 1
+            ]
+            if dims:
+                gn = gn.sum(dim=dims, keepdim=True)
+        if ctx.has_bias and ctx.needs_input_grad[3]:
+            gb = gz.sum(dim=[0, 2, 3])
+        return gx, gd, gn, gb, None, None
+
+
+def scale_bias_act(
+    x: torch.Tensor,
+    d: torch.Tensor,
+    noise: torch.Tensor | None = None,
+    b: torch.Tensor | None = None,
+    act: str = "lrelu",
+    clamp: float | None = None,
+    impl: str = "fast",
+) -> torch.Tensor:
+    """Epilogue of a modulated convolution: ``clamp(act(x * d + noise + b), -clamp, clamp)``.
+
+    x: [N, C, H, W]; d: [N, C] per-sample channel scale (demodulation coefficients times the
+    activation gain); noise: broadcastable to [N, 1, H, W]; b: [C]. The activation gain must be
+    folded into d, noise and b by the caller (``act(z) * g == act(z * g)`` for g > 0 and these
+    activations). ``impl="fast"`` fuses everything into one buffer and a hand-written backward that
+    supports higher-order gradients; ``impl="ref"`` composes ordinary PyTorch ops.
+    """
+    if act not in _FUSED_ALPHA:
+        raise ValueError(f"scale_bias_act supports {sorted(_FUSED_ALPHA)}, got {act!r}")
+    if x.ndim != 4 or d.shape != x.shape[:2]:
+        raise ValueError(f"expected x [N, C, H, W] and d [N, C]; got {tuple(x.shape)} and {tuple(d.shape)}")
+    clamp = float(clamp) if clamp is not None and clamp >= 0 else None
+    if impl == "fast":
+        return _ScaleBiasAct.apply(x, d, noise, b, _FUSED_ALPHA[act], clamp)
+    y = x * d.reshape(*d.shape, 1, 1)
+    if noise is not None:
+        y = y + noise
+    return _bias_act_ref(y, b, 1, act, 1.0, clamp)
+
+
+def bias_act(
+    x: torch.Tensor,
+    b: torch.Tensor | None = None,
+    dim: int = 1,
+    act: str = "linear",
+    gain: float | None = None,
+    clamp: float | None = None,
+    impl: str = "fast",
+) -> torch.Tensor:
+    """``clamp(act(x + b) * gain, -clamp, clamp)``; b is broadcast along ``dim``.
+
+    ``gain=None`` uses the activation's default gain (sqrt(2) for lrelu/relu, 1 for linear). The
+    clamp is applied after the gain, as in the official operator. ``impl="fast"`` (linear, relu and
+    lrelu) works in place on one buffer and differentiates from the output; ``impl="ref"`` is the
+    plain composition of PyTorch ops.
+    """
+    if act not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {act!r}; expected one of {sorted(ACTIVATIONS)}")
+    gain = ACTIVATIONS[act][1] if gain is None else float(gain)
+    if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
+        raise ValueError(f"bias of shape {tuple(b.shape)} does not match x.shape[{dim}] = {x.shape[dim]}")
+    clamp = float(clamp) if clamp is not None and clamp >= 0 else None
+    if impl == "fast" and act in _FUSED_ALPHA and gain > 0:
+        return _FusedBiasAct.apply(x, b, dim, _FUSED_ALPHA[act], gain, clamp)
+    if impl not in ("fast", "ref"):
+        raise ValueError(f"impl must be 'fast' or 'ref', got {impl!r}")
+    return _bias_act_ref(x, b, dim, act, gain, clamp)
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
@@ -322,7 +471,8 @@ def modulated_conv2d(
     demodulate: bool = True,
     flip_weight: bool = True,
     fused_modconv: bool = True,
-) -> torch.Tensor:
+    defer_demod: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
     """StyleGAN2 modulated convolution (Karras et al. 2020, eq. 1-3).
 
     x: [N, I, H, W]; weight: [O, I, k, k]; styles: [N, I]; noise: broadcastable to [N, O, H', W'].
@@ -331,7 +481,12 @@ def modulated_conv2d(
     the batch (the official inference path); ``False`` scales activations before and after a shared
     convolution (the official training path). Both are mathematically equal. Noise is added after
     the convolution and demodulation, before bias and activation.
+
+    ``defer_demod=True`` (non-fused only, no noise) returns ``(conv_output, dcoefs [N, O] or None)``
+    without applying the demodulation, so that :func:`scale_bias_act` can apply it in its epilogue.
     """
+    if defer_demod and (fused_modconv or noise is not None):
+        raise ValueError("defer_demod needs fused_modconv=False and noise=None")
     N = x.shape[0]
     O, I, kh, kw = weight.shape
     if x.ndim != 4 or x.shape[1] != I:
@@ -345,6 +500,14 @@ def modulated_conv2d(
             1 / math.sqrt(I * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True)
         )
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+
+    if kh == 1 and kw == 1 and up == 1 and down == 1 and padding == 0:
+        # A 1x1 modulated convolution is a batched matrix product (much faster than a 1x1 conv on CPU).
+        wm = weight.reshape(1, O, I) * styles.reshape(N, 1, I)  # [N, O, I]
+        if demodulate:
+            wm = wm * (wm.square().sum(dim=2, keepdim=True) + 1e-8).rsqrt()
+        x = torch.bmm(wm.to(x.dtype), x.reshape(N, I, -1)).reshape(N, O, *x.shape[2:])  # [NOHW]
+        return x + noise.to(x.dtype) if noise is not None else x
 
     w = None
     dcoefs = None
@@ -364,6 +527,8 @@ def modulated_conv2d(
             padding=padding,
             flip_weight=flip_weight,
         )  # [NOHW]
+        if defer_demod:
+            return x, dcoefs
         if demodulate:
             x = x * dcoefs.to(x.dtype).reshape(N, O, 1, 1)
         if noise is not None:
