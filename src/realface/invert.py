@@ -1,0 +1,344 @@
+"""GAN inversion: find W+ latents (and noise maps) that make a generator reproduce target images.
+
+This is the projector of StyleGAN2-ADA (``projector.py``; reference/stylegan2-ada.md §A5) extended
+as the paper's Sec. 3.3 needs it:
+
+- **W+**: one latent per synthesis layer ([N, num_ws, w_dim]), initialised from ``w_avg``; the
+  official projector optimises a single w broadcast to every layer.
+- **Batches**: N targets are optimised together in one forward pass with independent losses (the
+  loss is a sum over samples, so each sample's gradient is exactly its own). Every random draw is
+  made per sample from its own seed, so a face's result does not depend on which batch it is in.
+- **Noise**: the per-layer noise maps are optimised too, with the official multi-scale
+  autocorrelation regulariser (weight 1e5) and per-step renormalisation to zero mean, unit variance.
+- **Schedule**: the official learning-rate ramp-up/ramp-down and decaying latent noise.
+- **Coarse-to-fine** (CPU speed-up): most steps compare the generator's skip-path image at a lower
+  resolution (the high-resolution blocks are not evaluated at all), then a short refinement at full
+  resolution.
+- **Early stop** on a plateau and a per-step progress callback.
+
+The loss is pluggable (:class:`TargetLoss`): LPIPS-VGG on images area-downsampled to 256 (the
+official choice, :class:`LpipsLoss`), pixel MSE (:class:`PixelLoss`), or any weighted sum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from realface.errors import ConfigError
+from realface.nn.stylegan2 import Generator
+
+__all__ = [
+    "InvertConfig",
+    "InversionResult",
+    "TargetLoss",
+    "PixelLoss",
+    "LpipsLoss",
+    "WeightedLoss",
+    "WStats",
+    "w_stats",
+    "noise_regularization",
+    "invert",
+    "area_resize",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InvertConfig:
+    """Options of the W+ projector. Defaults follow the official projector, with 500 steps (the paper).
+
+    steps: optimisation steps in total (coarse + fine). lr: peak Adam learning rate (betas 0.9/0.999).
+    lr_rampup / lr_rampdown: fractions of ``steps`` for the linear warm-up and cosine ramp-down.
+    initial_noise_factor / noise_ramp: latent noise ``w_std * factor * max(0, 1 - t / ramp)^2``.
+    noise_reg_weight: weight of the noise-map autocorrelation regulariser. optimize_noise: optimise
+    the noise maps (else the generator's constant noise is used). w_avg_samples: mapped samples for
+    ``w_avg``/``w_std``. loss_resolution: images larger than this are area-downsampled before the loss.
+    coarse_to_fine / coarse_resolution / fine_steps: run ``steps - fine_steps`` steps on the skip image
+    at ``coarse_resolution`` and the last ``fine_steps`` at full resolution. early_stop_patience /
+    early_stop_tol: stop when no sample's best loss improved by more than ``tol`` (relative) for that
+    many steps (None: never). seed: base seed of every random draw (per-sample seeds default to it).
+    """
+
+    steps: int = 500
+    lr: float = 0.1
+    lr_rampup: float = 0.05
+    lr_rampdown: float = 0.25
+    initial_noise_factor: float = 0.05
+    noise_ramp: float = 0.75
+    noise_reg_weight: float = 1e5
+    optimize_noise: bool = True
+    w_avg_samples: int = 10000
+    loss_resolution: int = 256
+    coarse_to_fine: bool = False
+    coarse_resolution: int = 256
+    fine_steps: int = 50
+    early_stop_patience: int | None = None
+    early_stop_tol: float = 1e-3
+    seed: int = 303
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {self.steps}")
+        if self.coarse_to_fine and not 0 <= self.fine_steps <= self.steps:
+            raise ConfigError(f"fine_steps must be in [0, steps={self.steps}], got {self.fine_steps}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class InversionResult:
+    """ws: [N, num_ws, w_dim]; noise: one [N, 1, R, R] map per layer of ``G.synthesis.noise_layers()``
+    (None when noise was not optimised); loss_history: [steps_run, N] target loss (without the noise
+    regulariser); steps_run: steps actually taken (fewer than asked after an early stop)."""
+
+    ws: torch.Tensor
+    noise: list[torch.Tensor] | None
+    loss_history: torch.Tensor
+    steps_run: int
+    final_loss: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+
+
+def area_resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Area-downsample [N, C, H, W] to [N, C, size, size] when larger (the official projector's resize)."""
+    if x.shape[-1] > size or x.shape[-2] > size:
+        return F.interpolate(x, size=(size, size), mode="area")
+    return x
+
+
+class TargetLoss(Protocol):
+    """A per-sample loss between generated images and fixed targets (both [N, 3, H, W] in [-1, 1])."""
+
+    def prepare(self, target: torch.Tensor) -> Any:
+        """Precompute what depends only on the targets (called once)."""
+
+    def __call__(self, images: torch.Tensor, prepared: Any) -> torch.Tensor:
+        """[N] loss per sample."""
+
+
+class PixelLoss:
+    """Mean squared error after area-downsampling both images to ``resolution``."""
+
+    def __init__(self, resolution: int = 256) -> None:
+        self.resolution = resolution
+
+    def prepare(self, target: torch.Tensor) -> torch.Tensor:
+        return area_resize(target, self.resolution)
+
+    def __call__(self, images: torch.Tensor, prepared: torch.Tensor) -> torch.Tensor:
+        x = area_resize(images, prepared.shape[-1])
+        return (x - prepared).square().mean(dim=[1, 2, 3])  # [N]
+
+
+class LpipsLoss:
+    """LPIPS-VGG distance after area-downsampling to ``resolution`` (the official projector's loss).
+
+    The target's features are computed once in :meth:`prepare`.
+    """
+
+    def __init__(self, lpips: torch.nn.Module, resolution: int = 256) -> None:
+        self.lpips = lpips
+        self.resolution = resolution
+
+    def prepare(self, target: torch.Tensor) -> Any:
+        with torch.no_grad():
+            return self.lpips.features(area_resize(target, self.resolution))
+
+    def __call__(self, images: torch.Tensor, prepared: Any) -> torch.Tensor:
+        feats = self.lpips.features(area_resize(images, self.resolution))
+        return self.lpips.distance(feats, prepared)  # [N]
+
+
+class WeightedLoss:
+    """``sum_i w_i * loss_i``; each part prepares its own target state."""
+
+    def __init__(self, parts: Sequence[tuple[float, TargetLoss]]) -> None:
+        self.parts = list(parts)
+
+    def prepare(self, target: torch.Tensor) -> list[Any]:
+        return [loss.prepare(target) for _, loss in self.parts]
+
+    def __call__(self, images: torch.Tensor, prepared: list[Any]) -> torch.Tensor:
+        return sum(w * loss(images, p) for (w, loss), p in zip(self.parts, prepared, strict=True))
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WStats:
+    """w_avg: [w_dim] mean of mapped latents; w_std: scalar RMS distance to it (official definition)."""
+
+    w_avg: torch.Tensor
+    w_std: float
+
+
+_W_STATS_CACHE: dict[tuple[str, int], WStats] = {}
+
+
+def _mapping_fingerprint(G: Generator) -> str:
+    h = hashlib.sha256()
+    for k, v in G.mapping.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def w_stats(G: Generator, num_samples: int = 10000, seed: int = 123) -> WStats:
+    """``w_avg`` and ``w_std`` from ``num_samples`` mapped latents (``RandomState(123)``, as the official
+    projector). Cached per mapping network (by a hash of its weights) for the life of the process."""
+    key = (_mapping_fingerprint(G), num_samples)
+    if key in _W_STATS_CACHE:
+        return _W_STATS_CACHE[key]
+    device = next(G.parameters()).device
+    z = torch.from_numpy(np.random.RandomState(seed).randn(num_samples, G.z_dim)).to(device, torch.float32)
+    c = None
+    if G.c_dim > 0:
+        raise ConfigError("inversion of conditional generators is not supported")
+    ws = []
+    with torch.no_grad():
+        for chunk in z.split(1000):
+            ws.append(G.mapping(chunk, c)[:, 0])  # [n, w_dim]
+    w = torch.cat(ws)  # [S, w_dim]
+    w_avg = w.mean(dim=0)
+    w_std = float(((w - w_avg).square().sum() / num_samples).sqrt())
+    stats = WStats(w_avg=w_avg, w_std=w_std)
+    _W_STATS_CACHE[key] = stats
+    return stats
+
+
+def noise_regularization(noise: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-sample multi-scale autocorrelation penalty of noise maps (official projector), [N].
+
+    For each map v ([N, 1, R, R]) and each scale down to 8x8: mean(v * roll(v, 1, x))^2 +
+    mean(v * roll(v, 1, y))^2, then 2x average pooling. Circular lag-1 autocorrelation, as upstream.
+    """
+    total = 0
+    for v in noise:
+        while True:
+            total = total + (v * torch.roll(v, shifts=1, dims=3)).mean(dim=[1, 2, 3]).square()
+            total = total + (v * torch.roll(v, shifts=1, dims=2)).mean(dim=[1, 2, 3]).square()
+            if v.shape[2] <= 8:
+                break
+            v = F.avg_pool2d(v, kernel_size=2)
+    return total  # [N]
+
+
+def _lr_at(cfg: InvertConfig, t: float) -> float:
+    ramp = min(1.0, (1.0 - t) / cfg.lr_rampdown)
+    ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
+    ramp = ramp * min(1.0, t / cfg.lr_rampup)
+    return cfg.lr * ramp
+
+
+def invert(
+    G: Generator,
+    targets: torch.Tensor,
+    loss: TargetLoss,
+    cfg: InvertConfig = InvertConfig(),
+    seeds: Sequence[int] | None = None,
+    callback: Callable[[int, int, torch.Tensor], None] | None = None,
+    stats: WStats | None = None,
+) -> InversionResult:
+    """Optimise W+ (and noise) so that ``G.synthesis(ws, noise)`` matches ``targets`` under ``loss``.
+
+    targets: [N, 3, R, R] in [-1, 1] at the generator's resolution (aligned faces). seeds: one per
+    target (default ``cfg.seed`` for all). callback(step, steps, loss [N]) is called after each step.
+    G is used in eval mode and is not modified (its noise buffers are left untouched).
+    """
+    R = G.img_resolution
+    if targets.ndim != 4 or tuple(targets.shape[1:]) != (G.img_channels, R, R):
+        raise ValueError(f"targets must be [N, {G.img_channels}, {R}, {R}], got {tuple(targets.shape)}")
+    N = targets.shape[0]
+    seeds = [cfg.seed] * N if seeds is None else list(seeds)
+    if len(seeds) != N:
+        raise ValueError(f"need one seed per target: {N} targets, {len(seeds)} seeds")
+    device = targets.device
+    G = G.eval()
+    stats = stats or w_stats(G, cfg.w_avg_samples)
+    gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+
+    def per_sample_randn(shape: Sequence[int]) -> torch.Tensor:
+        return torch.stack([torch.randn(list(shape), generator=g) for g in gens]).to(device)
+
+    w_opt = stats.w_avg.to(device).reshape(1, 1, -1).repeat(N, G.num_ws, 1).clone().requires_grad_(True)
+    layers = G.synthesis.noise_layers()
+    noise = None
+    params = [w_opt]
+    if cfg.optimize_noise:
+        noise = [per_sample_randn([1, lay.resolution, lay.resolution]).requires_grad_(True) for lay in layers]
+        params += noise
+    opt = torch.optim.Adam(params, betas=(0.9, 0.999), lr=cfg.lr)
+
+    coarse_steps = cfg.steps - cfg.fine_steps if cfg.coarse_to_fine else 0
+    coarse_res = min(cfg.coarse_resolution, R)
+    prepared_full = loss.prepare(targets)
+    prepared_coarse = loss.prepare(area_resize(targets, coarse_res)) if coarse_steps else None
+
+    history = []
+    best = torch.full([N], float("inf"))
+    since_best = 0
+    steps_run = 0
+    for step in range(cfg.steps):
+        t = step / cfg.steps
+        coarse = step < coarse_steps
+        w_noise_scale = stats.w_std * cfg.initial_noise_factor * max(0.0, 1.0 - t / cfg.noise_ramp) ** 2
+        lr = _lr_at(cfg, t)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        ws = w_opt + per_sample_randn(w_opt.shape[1:]) * w_noise_scale  # [N, num_ws, w_dim]
+        synth_kwargs: dict[str, Any] = dict(noise_mode="const", noise=noise)
+        if coarse:
+            synth_kwargs["out_resolution"] = coarse_res
+            if noise is not None:  # layers above the coarse resolution are not evaluated
+                synth_kwargs["noise"] = [
+                    n if lay.resolution <= coarse_res else None for n, lay in zip(noise, layers, strict=True)
+                ]
+        images = G.synthesis(ws, **synth_kwargs)  # [N, 3, r, r]
+        dist = loss(images, prepared_coarse if coarse else prepared_full)  # [N]
+        total = dist.sum()
+        if noise is not None and cfg.noise_reg_weight:
+            active = [
+                n for n, lay in zip(noise, layers, strict=True) if not coarse or lay.resolution <= coarse_res
+            ]
+            total = total + cfg.noise_reg_weight * noise_regularization(active).sum()
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        if noise is not None:
+            with torch.no_grad():
+                for n in noise:
+                    n -= n.mean(dim=[1, 2, 3], keepdim=True)
+                    n *= n.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()
+        d = dist.detach().cpu()
+        history.append(d)
+        steps_run = step + 1
+        if callback is not None:
+            callback(step, cfg.steps, d)
+        if cfg.early_stop_patience is not None and not coarse:
+            improved = d < best * (1 - cfg.early_stop_tol)
+            best = torch.minimum(best, d)
+            since_best = 0 if bool(improved.any()) else since_best + 1
+            if since_best >= cfg.early_stop_patience:
+                log.info("early stop at step %d: no improvement for %d steps", step + 1, since_best)
+                break
+    ws_final = w_opt.detach()
+    noise_final = [n.detach() for n in noise] if noise is not None else None
+    with torch.no_grad():
+        final = loss(G.synthesis(ws_final, noise_mode="const", noise=noise_final), prepared_full).cpu()
+    return InversionResult(
+        ws=ws_final,
+        noise=noise_final,
+        loss_history=torch.stack(history),
+        steps_run=steps_run,
+        final_loss=final,
+    )
