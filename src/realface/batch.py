@@ -1,0 +1,684 @@
+"""The catalogue runner: apply one job to many images, resumably, whatever the job does to each image.
+
+A batch reads a list of input files and writes its results into one output folder. Work per image is
+slow (minutes on a CPU), so the runner is built to lose nothing: a crash, ``kill -9`` or Ctrl-C at any
+moment leaves only complete output files, and the next run over the same folder carries on where the
+last one stopped. Inputs are only ever read.
+
+Output folder layout::
+
+    outdir/
+      manifest.jsonl       one JSON record per line, appended as the batch goes (format below)
+      summary.json         the summary of the latest run (written atomically at its end)
+      .batch.lock          held while a run writes here; a second run into the folder is refused
+      shirts/a.png         outputs mirror each input's path relative to the folder it was found in
+
+Manifest format (``manifest.jsonl``, append-only; each line one complete JSON object)::
+
+    {"key": "shirts/a.png",                 # the item's id: its path relative to its input root
+     "input": "/abs/catalogue/shirts/a.png",
+     "size": 123456, "mtime_ns": 1700000000000000000,   # the input as it was when the item started
+     "status": "started" | "done" | "failed",
+     "outputs": ["shirts/a.png"],           # relative to outdir (absolute if written elsewhere)
+     "error": null | "FaceError: no face found",
+     "seconds": 12.5, "time": "2024-05-01T12:00:00.123+00:00", "config_hash": "3f2a9c0d1e4b5a67"}
+
+``key`` names the item, ``size`` + ``mtime_ns`` name the version of its input: a changed input (new
+size or modification time) is recognised without reading the file, so a rerun over thousands of
+finished images costs one ``stat`` each. (Copying a catalogue without preserving modification
+times therefore makes every item count as changed.) Each record is written with a single ``write``
+on a file opened with ``O_APPEND`` and then fsynced, so records never interleave and at most the
+last line can be cut off by a crash; such a line is ignored with a warning when the manifest is
+read, and the next append starts on a fresh line.
+
+Resume semantics: the latest record of each key decides. An item is skipped ("already done") only
+if that record is ``done``, its ``config_hash`` equals the current job's, the input's size and
+modification time are unchanged, and every output it lists still exists. Anything else is run
+again: a ``started`` record (the run died or was interrupted during that item), ``failed`` (retried
+on every run), a changed input, a different config, or a missing output. Outputs are written by the
+job itself through :func:`realface.utils.fs.atomic_path`, so a reader never sees a partial file; the
+hidden temporary files that a killed write leaves behind are deleted at the start of the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import filelock
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from realface.errors import RealFaceError
+from realface.utils.fs import atomic_write_text
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "LOCK_NAME",
+    "MANIFEST_NAME",
+    "SUMMARY_NAME",
+    "BatchSummary",
+    "ItemContext",
+    "Manifest",
+    "ManifestRecord",
+    "collect_inputs",
+    "hash_config",
+    "item_key",
+    "output_path_for",
+    "remove_stale_temporaries",
+    "run_batch",
+]
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff"})
+"""Lower-case suffixes of the files a folder is searched for (compared case-insensitively)."""
+
+MANIFEST_NAME = "manifest.jsonl"
+SUMMARY_NAME = "summary.json"
+LOCK_NAME = ".batch.lock"
+
+Status = Literal["started", "done", "failed"]
+_STATUSES = ("started", "done", "failed")
+
+# Temporary files of realface.utils.fs.atomic_path: ".<dest name>.<8 random chars><suffix>.tmp" beside
+# the destination (tempfile.mkstemp's random part is 8 characters of [a-z0-9_]).
+_ATOMIC_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}[^/]*\.tmp$")
+
+
+# --- inputs and output paths ----------------------------------------------------------------------
+
+
+def _abspath(path: str | os.PathLike) -> Path:
+    """Absolute, normalised path (``..`` folded), without resolving symbolic links."""
+    return Path(os.path.abspath(os.fspath(path)))
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def collect_inputs(
+    paths: Sequence[str | os.PathLike],
+    recursive: bool = True,
+    extensions: frozenset[str] | Sequence[str] = IMAGE_EXTENSIONS,
+    exclude: Sequence[str | os.PathLike] = (),
+) -> list[Path]:
+    """The input files named by ``paths``: files as given, folders expanded.
+
+    Args:
+        paths: files and folders. A file is taken whatever its extension; a folder contributes its
+            files whose suffix is in ``extensions`` (case-insensitive), in sorted order, searching
+            sub-folders when ``recursive``. Hidden files and folders (name starting with ``.``) inside
+            a folder are skipped. Symbolic links to files are followed, links to folders are not.
+        recursive: search sub-folders (default ``True``).
+        extensions: accepted suffixes, with the dot (default :data:`IMAGE_EXTENSIONS`).
+        exclude: folders to leave out, typically the output folder when it lies inside an input folder.
+
+    Returns:
+        Absolute paths in argument order, each folder's files sorted; a file reached twice (named
+        twice, inside two given folders, or through a link) is kept at its first occurrence only.
+
+    Raises:
+        RealFaceError: a path does not exist.
+    """
+    exts = {e.lower() for e in extensions}
+    excluded = [_abspath(p) for p in exclude]
+    seen: set[str] = set()
+    found: list[Path] = []
+
+    def add(path: Path) -> None:
+        ident = os.path.realpath(path)
+        if ident not in seen:
+            seen.add(ident)
+            found.append(path)
+
+    for raw in paths:
+        path = _abspath(raw)
+        if path.is_file():
+            add(path)
+        elif path.is_dir():
+            for file in _walk(path, recursive, exts, excluded):
+                add(file)
+        else:
+            raise RealFaceError(f"input not found: {raw} (expected an image file or a folder of images)")
+    return found
+
+
+def _walk(folder: Path, recursive: bool, exts: set[str], excluded: list[Path]) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        here = Path(dirpath)
+        if any(_within(here, ex) for ex in excluded):
+            dirnames.clear()
+            continue
+        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d)) if recursive else []
+        for name in sorted(filenames):
+            file = here / name
+            if not _is_hidden(name) and file.suffix.lower() in exts and file.is_file():
+                yield file
+
+
+def item_key(input: str | os.PathLike, roots: Sequence[str | os.PathLike] = ()) -> str:
+    """The item's id: its path relative to the innermost folder in ``roots`` that contains it (POSIX
+    separators), or its file name when no such folder is given (a file named directly)."""
+    path = _abspath(input)
+    best: Path | None = None
+    for root in map(_abspath, roots):
+        if root != path and root in path.parents and (best is None or len(root.parts) > len(best.parts)):
+            best = root
+    return path.name if best is None else path.relative_to(best).as_posix()
+
+
+def output_path_for(
+    input: str | os.PathLike,
+    roots: Sequence[str | os.PathLike],
+    outdir: str | os.PathLike,
+    suffix: str | None = None,
+) -> Path:
+    """Where the output of ``input`` goes: ``outdir / item_key(input, roots)``, so that the folder
+    structure below each input folder is mirrored (two ``a.png`` in different sub-folders do not
+    collide). The input's extension is kept unless ``suffix`` (e.g. ``".png"``) replaces it."""
+    out = _abspath(outdir) / PurePosixPath(item_key(input, roots))
+    return out if suffix is None else out.with_suffix(suffix)
+
+
+def hash_config(config: Any) -> str:
+    """A short stable hash of a job's config (a dataclass instance, or anything JSON-serialisable).
+
+    The config is written as JSON with sorted keys (paths and other values as ``str``) and hashed with
+    SHA-256; the first 16 hex digits are returned. Equal configs give equal hashes across runs.
+    """
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = {"type": type(config).__qualname__, "fields": dataclasses.asdict(config)}
+    text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+# --- manifest -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ManifestRecord:
+    """One line of the manifest (see the module docstring for the format)."""
+
+    key: str
+    input: str
+    size: int
+    mtime_ns: int
+    status: Status
+    outputs: tuple[str, ...] = ()
+    error: str | None = None
+    seconds: float = 0.0
+    time: str = ""
+    config_hash: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps({**dataclasses.asdict(self), "outputs": list(self.outputs)}, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, line: str) -> ManifestRecord:
+        """Parse one line; raises ``ValueError`` when it is not a complete, well-formed record."""
+        data = json.loads(line)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        try:
+            record = cls(
+                key=str(data["key"]),
+                input=str(data["input"]),
+                size=int(data["size"]),
+                mtime_ns=int(data["mtime_ns"]),
+                status=data["status"],
+                outputs=tuple(str(o) for o in data["outputs"]),
+                error=None if data["error"] is None else str(data["error"]),
+                seconds=float(data["seconds"]),
+                time=str(data["time"]),
+                config_hash=str(data["config_hash"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"missing or malformed field: {exc}") from exc
+        if record.status not in _STATUSES:
+            raise ValueError(f"unknown status {record.status!r}")
+        return record
+
+
+class Manifest:
+    """The append-only JSONL record of a batch's items (format and guarantees: module docstring).
+
+    Writers must hold the output folder's lock (:func:`run_batch` does); readers need not.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def append(self, record: ManifestRecord) -> None:
+        """Append ``record`` as one line with a single ``O_APPEND`` write, then fsync.
+
+        If the file ends in a line cut off by a crash, a newline is written first so that the new
+        record starts on a line of its own.
+        """
+        line = record.to_json().encode("utf-8") + b"\n"
+        created = not self.path.exists()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line
+                _write_all(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if created:
+                _fsync_dir(self.path.parent)
+        except OSError as exc:
+            raise RealFaceError(f"cannot write the batch manifest {self.path}: {exc}") from exc
+
+    def records(self) -> list[ManifestRecord]:
+        """All readable records in file order; unreadable lines (a line cut off by a crash, or edited
+        by hand) are skipped with a warning. A missing manifest has no records."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise RealFaceError(f"cannot read the batch manifest {self.path}: {exc}") from exc
+        records = []
+        for number, raw in enumerate(data.split(b"\n"), start=1):
+            if not raw.strip():
+                continue
+            try:
+                records.append(ManifestRecord.from_json(raw.decode("utf-8")))
+            except ValueError as exc:  # includes JSONDecodeError and UnicodeDecodeError
+                log.warning(
+                    "ignoring unreadable line %d of %s (%s); it was probably cut off by a crash",
+                    number,
+                    self.path,
+                    exc,
+                )
+        return records
+
+    def state(self) -> dict[str, ManifestRecord]:
+        """The latest record of each key."""
+        return {r.key: r for r in self.records()}
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not supported on every platform / file system
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# --- running --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ItemContext:
+    """What the job needs to know about the item it processes.
+
+    Attributes:
+        input: the input file (read it, never write it).
+        key: the item's id in the manifest (its path relative to its input folder).
+        output: the suggested output path, ``outdir / key`` (with the batch's ``suffix`` if one was
+            given); its folder may not exist yet. Write it with :func:`realface.utils.fs.atomic_path`.
+        outdir: the batch's output folder.
+        log: a logger for messages about this item.
+    """
+
+    input: Path
+    key: str
+    output: Path
+    outdir: Path
+    log: logging.Logger
+
+
+ProcessFn = Callable[[Path, ItemContext], Sequence[Path]]
+"""``process(input, ctx) -> outputs``: does the work for one item, writes each output atomically, and
+returns the paths it wrote. Raise (preferably a :class:`RealFaceError`) to mark the item failed."""
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """The outcome of one :func:`run_batch` call.
+
+    Attributes:
+        total: number of items given.
+        done: items processed successfully in this run.
+        skipped: items already done by an earlier run (same input, same config, outputs present).
+        failed: ``(key, error)`` of each item that failed in this run.
+        not_run: items left untouched because the run was interrupted or stopped at a failure.
+        seconds: wall time of the run.
+        redone_changed: of the items done, those done before whose input changed or outputs vanished.
+        redone_config: of the items done, those done before under a different config.
+        retried: of the items done, those that had failed or had been cut off in an earlier run.
+        interrupted: the run was stopped by Ctrl-C (``KeyboardInterrupt``).
+        outdir: the output folder (holds ``manifest.jsonl`` and ``summary.json``).
+        config_hash: the job's config hash.
+    """
+
+    total: int
+    done: int
+    skipped: int
+    failed: tuple[tuple[str, str], ...]
+    not_run: int
+    seconds: float
+    redone_changed: int = 0
+    redone_config: int = 0
+    retried: int = 0
+    interrupted: bool = False
+    outdir: str = ""
+    config_hash: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        """Process exit status: 130 if interrupted, 1 if any item failed, else 0."""
+        return 130 if self.interrupted else 1 if self.failed else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["failed"] = [{"key": k, "error": e} for k, e in self.failed]
+        data["exit_code"] = self.exit_code
+        return data
+
+    def format(self, max_errors: int = 20) -> str:
+        """A short human-readable summary: counts, why items were redone, and the first failures."""
+        redone = [
+            f"{n} {why}"
+            for n, why in (
+                (self.redone_changed, "input changed"),
+                (self.redone_config, "config changed"),
+                (self.retried, "retried"),
+            )
+            if n
+        ]
+        state = "interrupted" if self.interrupted else "finished"
+        lines = [
+            f"batch {state}: {self.total} items in {_duration(self.seconds)}",
+            f"  done      {self.done:6d}" + (f"   ({', '.join(redone)})" if redone else ""),
+            f"  skipped   {self.skipped:6d}   (already done)",
+            f"  failed    {len(self.failed):6d}",
+        ]
+        if self.not_run:
+            lines.append(f"  not run   {self.not_run:6d}   (run again to continue)")
+        for key, error in self.failed[:max_errors]:
+            lines.append(f"  ! {key}: {error}")
+        if len(self.failed) > max_errors:
+            lines.append(f"  ! … and {len(self.failed) - max_errors} more, see {SUMMARY_NAME}")
+        if self.outdir:
+            lines.append(f"manifest: {Path(self.outdir) / MANIFEST_NAME}")
+        return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}h{s // 60 % 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def remove_stale_temporaries(outdir: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that an interrupted atomic write left in ``outdir`` (recursively)
+    and return them. Only call this while holding the folder's batch lock."""
+    removed = []
+    for dirpath, _dirnames, filenames in os.walk(outdir):
+        for name in filenames:
+            if _ATOMIC_TEMP.match(name):
+                path = Path(dirpath) / name
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path)
+    if removed:
+        log.info("removed %d unfinished temporary file(s) left by an interrupted run", len(removed))
+    return removed
+
+
+@contextlib.contextmanager
+def _batch_lock(outdir: Path) -> Iterator[None]:
+    lock = filelock.FileLock(str(outdir / LOCK_NAME))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise RealFaceError(
+            f"another batch is already writing into {outdir} (it holds {lock.lock_file}); "
+            "wait for it to finish or choose another output folder"
+        ) from None
+    except OSError as exc:
+        raise RealFaceError(f"cannot lock the output folder {outdir}: {exc}") from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@dataclass(frozen=True)
+class _Item:
+    input: Path
+    key: str
+    output: Path
+
+
+def _plan(
+    items: Sequence[str | os.PathLike], roots: Sequence[str | os.PathLike], outdir: Path, suffix: str | None
+) -> list[_Item]:
+    planned: dict[str, _Item] = {}
+    for raw in items:
+        path = _abspath(raw)
+        if _within(path, outdir):
+            raise RealFaceError(
+                f"input {path} is inside the output folder {outdir}; choose an output folder outside "
+                "the inputs, or pass it to collect_inputs(exclude=...)"
+            )
+        key = item_key(path, roots)
+        if key in planned:
+            raise RealFaceError(
+                f"inputs {planned[key].input} and {path} would both be written as {key!r} in {outdir}; "
+                "pass their common parent folder instead, or run them into separate output folders"
+            )
+        planned[key] = _Item(path, key, output_path_for(path, roots, outdir, suffix))
+    return list(planned.values())
+
+
+def _redo_reason(prev: ManifestRecord | None, st: os.stat_result | None, config: str, outdir: Path) -> str:
+    """Why an item must run: "new", "retry", "changed", "config"; "" when it is already done."""
+    if prev is None:
+        return "new"
+    if prev.status != "done":
+        return "retry"
+    if st is None or (prev.size, prev.mtime_ns) != (st.st_size, st.st_mtime_ns):
+        return "changed"
+    if not all((outdir / o).exists() for o in prev.outputs):
+        return "changed"
+    if prev.config_hash != config:
+        return "config"
+    return ""
+
+
+def _record_output(path: Path, outdir: Path) -> str:
+    path = _abspath(path)
+    return path.relative_to(outdir).as_posix() if outdir in path.parents else str(path)
+
+
+def _error_message(exc: Exception) -> str:
+    if isinstance(exc, RealFaceError) and str(exc):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def run_batch(
+    items: Sequence[str | os.PathLike],
+    process: ProcessFn,
+    outdir: str | os.PathLike,
+    *,
+    config_hash: str,
+    roots: Sequence[str | os.PathLike] = (),
+    suffix: str | None = None,
+    progress: bool = True,
+    stop_on_error: bool = False,
+) -> BatchSummary:
+    """Run ``process`` over every item not already done, recording each in ``outdir/manifest.jsonl``.
+
+    For each item to run: a ``started`` record is appended, ``process(input, ctx)`` is called, then a
+    ``done`` record (with the returned outputs and the time taken) or a ``failed`` record (with the
+    error) is appended, and the batch goes on with the next item. A :class:`RealFaceError` is recorded
+    by its message, any other exception as ``"<Type>: <message>"`` with its traceback logged at debug
+    level. Which items are skipped, and why others are redone, is described in the module docstring.
+
+    Args:
+        items: input files, e.g. from :func:`collect_inputs`; they are only read.
+        process: the job for one item (see :data:`ProcessFn`); it must write its outputs atomically
+            (:func:`realface.utils.fs.atomic_path`) and return their paths, which must exist.
+        outdir: the output folder; created if needed. Inputs must not lie inside it.
+        config_hash: :func:`hash_config` of the job's config; items done under another config are redone.
+        roots: the folders the items were collected from; each item's key and output path are its path
+            relative to the innermost root containing it (default: its file name).
+        suffix: replaces the input's extension in ``ctx.output`` (default: keep it).
+        progress: show a progress bar with ETA on stderr.
+        stop_on_error: stop at the first failed item instead of going on.
+
+    Returns:
+        The :class:`BatchSummary`, also written atomically to ``outdir/summary.json``. Ctrl-C stops the
+        run between records: the interrupted item keeps its ``started`` record (so it runs again next
+        time) and the summary is returned with ``interrupted=True``.
+
+    Raises:
+        RealFaceError: another run holds the folder's lock, two inputs map to the same output, an
+            input lies inside ``outdir``, or the manifest cannot be written.
+    """
+    out = _abspath(outdir)
+    planned = _plan(items, roots, out, suffix)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RealFaceError(f"cannot create the output folder {out}: {exc}") from exc
+
+    with _batch_lock(out):
+        remove_stale_temporaries(out)
+        manifest = Manifest(out / MANIFEST_NAME)
+        state = manifest.state()
+        start = time.monotonic()
+
+        todo: list[tuple[_Item, str]] = []
+        for item in planned:
+            try:
+                st: os.stat_result | None = item.input.stat()
+            except OSError:
+                st = None
+            reason = _redo_reason(state.get(item.key), st, config_hash, out)
+            if reason:
+                todo.append((item, reason))
+        skipped = len(planned) - len(todo)
+        if skipped:
+            log.info("%d of %d items already done in %s", skipped, len(planned), out)
+
+        counts = {"done": 0, "new": 0, "changed": 0, "config": 0, "retry": 0}
+        failed: list[tuple[str, str]] = []
+        finished = 0
+        interrupted = False
+        redirect = logging_redirect_tqdm() if progress else contextlib.nullcontext()
+        with (
+            redirect,
+            tqdm(total=len(planned), initial=skipped, disable=not progress, unit="img", desc="batch") as bar,
+        ):
+            try:
+                for item, reason in todo:
+                    bar.set_postfix_str(f"{item.key} running", refresh=True)
+                    error = _run_item(item, reason, process, manifest, out, config_hash)
+                    finished += 1
+                    if error is None:
+                        counts["done"] += 1
+                        counts[reason] += 1
+                    else:
+                        failed.append((item.key, error))
+                    bar.set_postfix_str(f"{item.key} {'failed' if error else 'done'}", refresh=False)
+                    bar.update(1)
+                    if error is not None and stop_on_error:
+                        log.warning("stopping at the first failure (stop_on_error)")
+                        break
+            except KeyboardInterrupt:
+                interrupted = True
+                log.warning("interrupted; run the same command again to continue")
+
+        summary = BatchSummary(
+            total=len(planned),
+            done=counts["done"],
+            skipped=skipped,
+            failed=tuple(failed),
+            not_run=len(todo) - finished,
+            seconds=time.monotonic() - start,
+            redone_changed=counts["changed"],
+            redone_config=counts["config"],
+            retried=counts["retry"],
+            interrupted=interrupted,
+            outdir=str(out),
+            config_hash=config_hash,
+        )
+        atomic_write_text(
+            out / SUMMARY_NAME, json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        )
+    return summary
+
+
+def _run_item(
+    item: _Item, reason: str, process: ProcessFn, manifest: Manifest, outdir: Path, config_hash: str
+) -> str | None:
+    """Run one item and record it; return ``None`` on success, else the error message."""
+    error: str | None = None
+    try:
+        st = item.input.stat()
+        fingerprint = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    except OSError as exc:
+        fingerprint = {"size": -1, "mtime_ns": -1}
+        error = f"cannot read input {item.input}: {exc.strerror or exc}"
+    base = dict(key=item.key, input=str(item.input), config_hash=config_hash, **fingerprint)
+    manifest.append(ManifestRecord(status="started", time=_now(), **base))
+    log.debug("processing %s (%s)", item.key, reason)
+
+    t0 = time.monotonic()
+    ctx = ItemContext(input=item.input, key=item.key, output=item.output, outdir=outdir, log=log)
+    outputs: tuple[str, ...] = ()
+    if error is None:
+        try:
+            written = [Path(p) for p in process(item.input, ctx)]
+            missing = [str(p) for p in written if not p.exists()]
+            if missing:
+                raise RealFaceError(f"the job reported outputs that do not exist: {', '.join(missing)}")
+            outputs = tuple(_record_output(p, outdir) for p in written)
+        except Exception as exc:
+            error = _error_message(exc)
+            log.debug("%s failed:\n%s", item.key, traceback.format_exc())
+    seconds = time.monotonic() - t0
+
+    if error is None:
+        manifest.append(ManifestRecord(status="done", outputs=outputs, seconds=seconds, time=_now(), **base))
+        log.debug("done %s in %.1fs", item.key, seconds)
+    else:
+        manifest.append(ManifestRecord(status="failed", error=error, seconds=seconds, time=_now(), **base))
+        log.warning("failed %s: %s", item.key, error)
+    return error
