@@ -149,3 +149,15 @@ def write_official_pickle(path: Path, protocol: int = 4, **networks: torch.nn.Mo
         with open(path, "wb") as f:
             pickle.dump(data, f, protocol=protocol)
     return Path(path)
+
+
+def random_vgg16_file(path: Path, seed: int = 0) -> Path:
+    """A torchvision-layout VGG16 ``features.*`` state dict with random weights (stands in for
+    vgg16-397923af.pth, which cannot be downloaded in tests). Scaled so activations stay O(1)."""
+    import torchvision
+
+    torch.manual_seed(seed)
+    features = torchvision.models.vgg16(weights=None).features
+    state = {f"features.{k}": v for k, v in features.state_dict().items()}
+    torch.save(state, path)
+    return Path(path)

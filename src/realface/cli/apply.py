@@ -1,0 +1,273 @@
+"""`realface apply` (the main job, over single images or whole catalogues) and `realface invert`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import typer
+
+from realface.cli import app
+from realface.imageio import DEFAULT_MAX_PIXELS
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REAL = "sg2ada-ffhq1024"
+
+
+def _parse_layers(spec: str | None) -> tuple[int, ...] | None:
+    if spec is None or spec.strip().lower() in ("", "all"):
+        return None
+    from realface.sampling import parse_seeds
+
+    return tuple(parse_seeds(spec))
+
+
+def _load_lpips(vgg: Path | None, device):
+    from realface.nn.lpips import load_lpips_vgg
+
+    return load_lpips_vgg(device=device, vgg_path=vgg)
+
+
+def _invert_config(steps, seed, coarse_to_fine, coarse_resolution, fine_steps, early_stop, noise):
+    from realface.invert import InvertConfig
+
+    return InvertConfig(
+        steps=steps,
+        seed=seed,
+        coarse_to_fine=coarse_to_fine,
+        coarse_resolution=coarse_resolution,
+        fine_steps=fine_steps,
+        early_stop_patience=early_stop,
+        optimize_noise=noise,
+    )
+
+
+def _step_bar(enabled: bool, desc: str):
+    """A per-item progress bar over inversion steps; returns (callback, close)."""
+    if not enabled:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, unit="step", leave=False, dynamic_ncols=True)
+
+    def callback(step: int, total: int, loss) -> None:
+        if bar.total != total:
+            bar.reset(total=total)
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss.mean()):.4f}")
+
+    return callback, bar.close
+
+
+@app.command()
+def apply(
+    inputs: list[Path] = typer.Argument(..., help="Images and/or folders of images (searched recursively)."),
+    outdir: Path = typer.Option(..., "--out", "-o", help="Output folder (mirrors the input folders)."),
+    rendering: Path = typer.Option(
+        None, "--rendering", help="Fine-tuned G_rendering (.safetensors/.pkl). Omit for the baseline mode."
+    ),
+    real: str = typer.Option(DEFAULT_REAL, "--real", help="G_real: a file or a weights id."),
+    steps: int = typer.Option(500, "--steps", help="Inversion steps per face."),
+    batch: int = typer.Option(4, "--batch", help="Faces inverted together (one forward pass)."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    coarse_to_fine: bool = typer.Option(
+        False, "--coarse-to-fine/--full-resolution", help="Most steps at low resolution (much faster on CPU)."
+    ),
+    coarse_resolution: int = typer.Option(256, "--coarse-resolution", help="Resolution of the coarse steps."),
+    fine_steps: int = typer.Option(
+        50, "--fine-steps", help="Full-resolution steps at the end (coarse-to-fine)."
+    ),
+    early_stop: int = typer.Option(
+        None, "--early-stop", help="Stop a face after N steps without improvement."
+    ),
+    optimize_noise: bool = typer.Option(
+        True, "--optimize-noise/--no-optimize-noise", help="Also fit noise maps."
+    ),
+    seed: int = typer.Option(303, "--seed", help="Seed of the inversion's random draws."),
+    face_index: int = typer.Option(None, "--face-index", help="Only this face of each image (0 = largest)."),
+    transfer_layers: str = typer.Option(
+        None,
+        "--transfer-layers",
+        help="W+ layers taken from the inversion, e.g. '0-7' (others: G_real's mean).",
+    ),
+    mask: str = typer.Option("auto", "--mask", help="auto, landmarks or parsing."),
+    color_correct: bool = typer.Option(True, "--color-correct/--no-color-correct", help="Lab colour match."),
+    out_format: str = typer.Option(
+        None, "--format", help="Output format (png, jpg, webp); default: the input's format."
+    ),
+    save_aligned: bool = typer.Option(False, "--save-aligned", help="Also write each aligned input face."),
+    save_reconstruction: bool = typer.Option(
+        False, "--save-reconstruction", help="Also write G_rendering's fit."
+    ),
+    save_realistic: bool = typer.Option(False, "--save-realistic", help="Also write each realistic face."),
+    save_latents: bool = typer.Option(
+        False, "--save-latents", help="Also write W+ and noise (.safetensors)."
+    ),
+    sheet: bool = typer.Option(False, "--sheet", help="Also write a comparison sheet per face."),
+    lpips_vgg: Path = typer.Option(
+        None, "--lpips-vgg", help="Use this VGG16 state dict for LPIPS instead of the cached tv-vgg16."
+    ),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse larger images."),
+    stop_on_error: bool = typer.Option(False, "--stop-on-error", help="Stop at the first failed image."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration and exit."),
+) -> None:
+    """Replace the rendered faces in images with photo-realistic faces of the same identity.
+
+    Resumable: outputs and OUT/manifest.jsonl record each image; a rerun skips finished images. Exit
+    status 1 if any image failed (each failure is listed in the summary and the manifest).
+    """
+    from realface.batch import collect_inputs, hash_config, run_batch
+    from realface.face import BlendConfig, MaskConfig
+    from realface.pipeline import ApplyConfig, RealFace, SaveOptions
+    from realface.utils.device import resolve_device
+    from realface.utils.fs import atomic_write_text
+
+    try:
+        mask_cfg = MaskConfig(kind=mask)  # type: ignore[arg-type]
+    except ValueError as exc:
+        from realface.errors import ConfigError
+
+        raise ConfigError(f"--mask: {exc}") from None
+    cfg = ApplyConfig(
+        invert=_invert_config(
+            steps, seed, coarse_to_fine, coarse_resolution, fine_steps, early_stop, optimize_noise
+        ),
+        mask=mask_cfg,
+        blend=BlendConfig(color_correct=color_correct),
+        save=SaveOptions(save_aligned, save_reconstruction, save_realistic, save_latents, sheet),
+        face_index=face_index,
+        transfer_layers=_parse_layers(transfer_layers),
+        batch_size=batch,
+        max_pixels=max_pixels,
+    )
+    suffix = None
+    if out_format:
+        suffix = "." + out_format.lower().lstrip(".").replace("jpeg", "jpg")
+    run_info = {
+        "real": str(real),
+        "rendering": None if rendering is None else str(rendering),
+        "mode": "baseline" if rendering is None else "transfer",
+        "config": json.loads(cfg.to_json()),
+    }
+    if dry_run:
+        typer.echo(json.dumps(run_info, indent=2, sort_keys=True))
+        return
+    items = collect_inputs(inputs, exclude=[outdir])
+    roots = [p for p in inputs if p.is_dir()]
+    dev = resolve_device(device)
+    # Load everything before the first image, so missing weights stop the run at once.
+    from realface.checkpoints import load_generator
+
+    G_real = load_generator(real, device=dev)
+    G_rendering = load_generator(rendering, device=dev) if rendering is not None else None
+    job = RealFace(G_real, G_rendering, _load_lpips(lpips_vgg, dev), cfg, device=dev)
+    outdir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(outdir / "config.json", json.dumps(run_info, indent=2, sort_keys=True) + "\n")
+
+    def process(path: Path, ctx) -> list[Path]:
+        callback, close = _step_bar(progress, ctx.key)
+        try:
+            return job.run_file(path, ctx.output, progress=callback)
+        finally:
+            close()
+
+    summary = run_batch(
+        items,
+        process,
+        outdir,
+        config_hash=hash_config(run_info),
+        roots=roots,
+        suffix=suffix,
+        progress=progress,
+        stop_on_error=stop_on_error,
+    )
+    typer.echo(summary.format())
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+def invert(
+    images: list[Path] = typer.Argument(..., help="Aligned face crops (as written by `realface align`)."),
+    network: str = typer.Option(..., "--network", help="Generator to invert into (file or weights id)."),
+    outdir: Path = typer.Option(
+        ..., "--out", "-o", help="Folder for NAME_latent.safetensors and NAME_proj.png."
+    ),
+    steps: int = typer.Option(500, "--steps", help="Optimisation steps."),
+    batch: int = typer.Option(4, "--batch", help="Images inverted together."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    coarse_to_fine: bool = typer.Option(
+        False, "--coarse-to-fine/--full-resolution", help="Coarse steps first."
+    ),
+    coarse_resolution: int = typer.Option(256, "--coarse-resolution", help="Resolution of the coarse steps."),
+    fine_steps: int = typer.Option(50, "--fine-steps", help="Full-resolution steps at the end."),
+    early_stop: int = typer.Option(None, "--early-stop", help="Stop after N steps without improvement."),
+    optimize_noise: bool = typer.Option(
+        True, "--optimize-noise/--no-optimize-noise", help="Also fit noise maps."
+    ),
+    seed: int = typer.Option(303, "--seed", help="Seed of the random draws."),
+    lpips_vgg: Path = typer.Option(None, "--lpips-vgg", help="VGG16 state dict for LPIPS (default: cached)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Project aligned faces into a generator's W+ space (LPIPS + noise regularisation)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from realface.checkpoints import load_generator
+    from realface.errors import ImageError
+    from realface.imageio import load_image
+    from realface.invert import LpipsLoss
+    from realface.invert import invert as run_invert
+    from realface.pipeline import save_latent
+    from realface.sampling import to_uint8
+    from realface.utils.device import resolve_device
+    from realface.utils.fs import atomic_path
+
+    cfg = _invert_config(
+        steps, seed, coarse_to_fine, coarse_resolution, fine_steps, early_stop, optimize_noise
+    )
+    dev = resolve_device(device)
+    G = load_generator(network, device=dev)
+    loss = LpipsLoss(_load_lpips(lpips_vgg, dev), cfg.loss_resolution)
+    R = G.img_resolution
+    todo = []
+    for path in images:
+        if (outdir / f"{path.stem}_latent.safetensors").exists():
+            log.info("%s: already inverted, skipped", path)
+            continue
+        img = load_image(path)
+        if img.width != img.height:
+            raise ImageError(f"{path}: an aligned face must be square, got {img.width}x{img.height}")
+        rgb = Image.fromarray(img.rgb8())
+        if img.width != R:
+            rgb = rgb.resize((R, R), Image.LANCZOS)
+        todo.append((path, np.asarray(rgb, dtype=np.float32) / 127.5 - 1))
+    outdir.mkdir(parents=True, exist_ok=True)
+    for start in range(0, len(todo), batch):
+        chunk = todo[start : start + batch]
+        targets = torch.from_numpy(np.stack([t for _, t in chunk])).permute(0, 3, 1, 2).to(dev)
+        callback, close = _step_bar(progress, f"images {start + 1}-{start + len(chunk)}")
+        try:
+            res = run_invert(G, targets, loss, cfg, callback=callback)
+        finally:
+            close()
+        with torch.no_grad():
+            proj = to_uint8(G.synthesis(res.ws, noise_mode="const", noise=res.noise))
+        for i, (path, _) in enumerate(chunk):
+            with atomic_path(outdir / f"{path.stem}_proj.png") as tmp:
+                Image.fromarray(proj[i]).save(tmp, format="PNG")
+            meta = {
+                "network": network,
+                "loss": float(res.final_loss[i]),
+                "steps": res.steps_run,
+                "config": json.dumps(dataclasses.asdict(cfg), sort_keys=True),
+            }
+            save_latent(outdir / f"{path.stem}_latent.safetensors", res, i, meta)
+            typer.echo(
+                f"{path}: loss {float(res.final_loss[i]):.4f} -> {outdir / (path.stem + '_latent.safetensors')}"
+            )

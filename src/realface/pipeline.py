@@ -1,0 +1,396 @@
+"""The main job: turn the rendered faces of an image into photo-realistic faces of the same identity.
+
+Per image (paper Sec. 3.3)::
+
+    load ─► detect faces ─► 68 landmarks ─► FFHQ-align at the generators' resolution
+         ─► invert the aligned faces into G_rendering's W+ (batched)
+         ─► decode the same W+ with G_real (G_real's own constant noise; the optimised noise is not reused)
+         ─► inverse-warp + mask + feather + colour match ─► composite into the original image
+
+Every pixel outside the faces' masks keeps its exact value (see :func:`realface.face.paste_face`).
+
+**Baseline mode** (no ``G_rendering``): the rendered face is inverted directly into ``G_real``
+under the paper's sketch and colour losses (Sec. 4.3.2). It is a lower-quality fallback for users who
+have not fine-tuned a rendering-style generator, and is labelled as such in logs and outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from realface.errors import ConfigError, FaceError
+from realface.face import (
+    AlignConfig,
+    BlendConfig,
+    DetectConfig,
+    MaskConfig,
+    align_face,
+    build_mask,
+    find_faces,
+    paste_face,
+)
+from realface.face.align import AlignedFace
+from realface.face.detect import Face
+from realface.imageio import DEFAULT_MAX_PIXELS, LoadedImage, format_for_path, load_image, save_image
+from realface.invert import (
+    InversionResult,
+    InvertConfig,
+    LpipsLoss,
+    TargetLoss,
+    WeightedLoss,
+    area_resize,
+    invert,
+    w_stats,
+)
+from realface.nn.stylegan2 import Generator
+from realface.sampling import make_grid
+from realface.utils.fs import atomic_path
+
+__all__ = [
+    "SaveOptions",
+    "ApplyConfig",
+    "FaceResult",
+    "ImageResult",
+    "RealFace",
+    "transfer",
+    "save_latent",
+    "load_latent",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SaveOptions:
+    """Per-face extras written beside the composite (all off by default).
+
+    aligned: the aligned input crop; reconstruction: G_rendering's rendering of the latent (how well
+    the inversion fits); realistic: G_real's face; latents: W+ and noise as ``.safetensors``; sheet: a
+    comparison strip (aligned | reconstruction | realistic | composite crop).
+    """
+
+    aligned: bool = False
+    reconstruction: bool = False
+    realistic: bool = False
+    latents: bool = False
+    sheet: bool = False
+
+
+@dataclass(frozen=True)
+class ApplyConfig:
+    """Everything that decides the output of ``realface apply`` (saved with every run).
+
+    transfer_layers: indices of W+ layers whose latent comes from the inversion; the others take
+    G_real's ``w_avg`` (fewer layers trade identity for realism). None: all layers (the paper).
+    batch_size: faces optimised together in one inversion batch. baseline_* : loss weights of the
+    baseline mode (the paper's λs and λc, see :class:`realface.losses.IdentityLossConfig`).
+    """
+
+    invert: InvertConfig = field(default_factory=InvertConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    blend: BlendConfig = field(default_factory=BlendConfig)
+    save: SaveOptions = field(default_factory=SaveOptions)
+    face_index: int | None = None
+    transfer_layers: tuple[int, ...] | None = None
+    batch_size: int = 4
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    baseline_sketch_weight: float = 5e-6
+    baseline_color_weight: float = 3.75e3
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.face_index is not None and self.face_index < 0:
+            raise ConfigError(f"face index must be >= 0, got {self.face_index}")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
+
+
+def transfer(
+    G_real: Generator, ws: torch.Tensor, layers: Sequence[int] | None = None, stats_samples: int = 10000
+) -> torch.Tensor:
+    """Decode W+ latents with G_real using its own constant noise: [N, num_ws, w_dim] -> [N, 3, R, R].
+
+    ``layers``: W+ indices taken from ``ws``; the other layers use G_real's ``w_avg`` (None: all).
+    """
+    if ws.ndim != 3 or ws.shape[1:] != (G_real.num_ws, G_real.w_dim):
+        raise ValueError(f"ws must be [N, {G_real.num_ws}, {G_real.w_dim}], got {tuple(ws.shape)}")
+    if layers is not None:
+        bad = [i for i in layers if not 0 <= i < G_real.num_ws]
+        if bad:
+            raise ConfigError(f"transfer layers {bad} out of range [0, {G_real.num_ws})")
+        keep = torch.zeros(G_real.num_ws, dtype=torch.bool, device=ws.device)
+        keep[list(layers)] = True
+        avg = w_stats(G_real, stats_samples).w_avg.to(ws.device).reshape(1, 1, -1)
+        ws = torch.where(keep.reshape(1, -1, 1), ws, avg)
+    with torch.no_grad():
+        return G_real.synthesis(ws, noise_mode="const")
+
+
+def save_latent(
+    path: str | os.PathLike, result: InversionResult, index: int, metadata: dict[str, Any]
+) -> Path:
+    """Write one face's W+ ([1, num_ws, w_dim]) and noise maps as safetensors, atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {"ws": result.ws[index : index + 1].detach().cpu().contiguous()}
+    for i, n in enumerate(result.noise or []):
+        tensors[f"noise.{i}"] = n[index : index + 1].detach().cpu().contiguous()
+    meta = {"format": "realface.latent", "version": "1", **{k: str(v) for k, v in metadata.items()}}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return Path(path)
+
+
+def load_latent(path: str | os.PathLike) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    """(ws [1, num_ws, w_dim], noise maps or None) from a latent file written by :func:`save_latent`."""
+    from safetensors import SafetensorError, safe_open
+
+    from realface.errors import CheckpointError
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if (f.metadata() or {}).get("format") != "realface.latent":
+                raise CheckpointError(f"{path}: not a realface latent file")
+            ws = f.get_tensor("ws")
+            keys = sorted((k for k in f.keys() if k.startswith("noise.")), key=lambda k: int(k.split(".")[1]))
+            noise = [f.get_tensor(k) for k in keys] or None
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: unreadable latent file ({exc})") from exc
+    return ws, noise
+
+
+@dataclass
+class FaceResult:
+    """One processed face: where it is, its latent and the images made from it."""
+
+    face: Face
+    aligned: np.ndarray  # [R, R, 3] float32 in [0, 1]
+    realistic: np.ndarray  # [R, R, 3] float32 in [0, 1]
+    loss: float
+    reconstruction: np.ndarray | None = None  # [R, R, 3] float32 in [0, 1]
+
+
+@dataclass
+class ImageResult:
+    """The composite (same size, mode, bit depth and alpha as the input) and its faces."""
+
+    image: LoadedImage
+    faces: list[FaceResult]
+    inversion: InversionResult | None = None
+
+
+def _to_unit(img: torch.Tensor) -> np.ndarray:
+    """[N, 3, R, R] in [-1, 1] -> [N, R, R, 3] float32 in [0, 1]."""
+    return ((img.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
+
+
+def _u8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+
+
+class RealFace:
+    """The realism-transfer pipeline around two generators that share one W+ space.
+
+    ``G_real``: the photo-real generator (FFHQ). ``G_rendering``: the rendering-style generator
+    fine-tuned from it, or None for the baseline mode. ``lpips``: an LPIPS-VGG module
+    (:func:`realface.nn.lpips.load_lpips_vgg`), used as the inversion loss (and, in baseline mode,
+    inside the colour loss).
+    """
+
+    def __init__(
+        self,
+        G_real: Generator,
+        G_rendering: Generator | None,
+        lpips: torch.nn.Module,
+        config: ApplyConfig = ApplyConfig(),
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.device = torch.device(device)
+        self.G_real = G_real.to(self.device).eval().requires_grad_(False)
+        self.G_rendering = G_rendering.to(self.device).eval().requires_grad_(False) if G_rendering else None
+        if self.G_rendering is not None:
+            a, b = self.G_rendering, self.G_real
+            if (a.num_ws, a.w_dim, a.img_resolution) != (b.num_ws, b.w_dim, b.img_resolution):
+                raise ConfigError(
+                    "G_rendering and G_real must share the W+ space and resolution: got "
+                    f"{(a.num_ws, a.w_dim, a.img_resolution)} vs {(b.num_ws, b.w_dim, b.img_resolution)}"
+                )
+        self.lpips = lpips.to(self.device).eval().requires_grad_(False)
+        self.config = config
+        self.resolution = self.G_real.img_resolution
+        if self.baseline:
+            log.warning(
+                "baseline mode: no G_rendering given, inverting directly into G_real under the sketch and "
+                "colour losses; expect lower identity fidelity than with a fine-tuned G_rendering"
+            )
+
+    @property
+    def baseline(self) -> bool:
+        return self.G_rendering is None
+
+    @property
+    def inversion_generator(self) -> Generator:
+        return self.G_real if self.G_rendering is None else self.G_rendering
+
+    def inversion_loss(self) -> TargetLoss:
+        res = self.config.invert.loss_resolution
+        if not self.baseline:
+            return LpipsLoss(self.lpips, resolution=res)
+        from realface.losses import ColorLoss, SketchLoss
+
+        c = self.config
+        return WeightedLoss(
+            [(c.baseline_sketch_weight, SketchLoss()), (c.baseline_color_weight, ColorLoss(self.lpips))]
+        )
+
+    # ---------------------------------------------------------------------------------------------
+
+    def find_faces(self, image: LoadedImage) -> list[Face]:
+        faces = find_faces(image.rgb8(), self.config.detect, source=str(image.path))
+        idx = self.config.face_index
+        if idx is not None:
+            if idx >= len(faces):
+                raise FaceError(f"{image.path}: face index {idx} requested but {len(faces)} face(s) found")
+            faces = [faces[idx]]
+        return faces
+
+    def invert_faces(
+        self, aligned: np.ndarray, progress: Callable[[int, int, torch.Tensor], None] | None = None
+    ) -> InversionResult:
+        """Invert aligned faces [F, R, R, 3] (float [0, 1]) in batches of ``config.batch_size``."""
+        G = self.inversion_generator
+        targets = torch.from_numpy(aligned).permute(0, 3, 1, 2).to(self.device) * 2 - 1  # [F, 3, R, R]
+        loss = self.inversion_loss()
+        parts = []
+        for start in range(0, len(targets), self.config.batch_size):
+            chunk = targets[start : start + self.config.batch_size]
+            parts.append(invert(G, chunk, loss, self.config.invert, callback=progress))
+        if len(parts) == 1:
+            return parts[0]
+        noise = None
+        if parts[0].noise is not None:
+            noise = [torch.cat([p.noise[i] for p in parts]) for i in range(len(parts[0].noise))]
+        steps = min(p.loss_history.shape[0] for p in parts)
+        return InversionResult(
+            ws=torch.cat([p.ws for p in parts]),
+            noise=noise,
+            loss_history=torch.cat([p.loss_history[:steps] for p in parts], dim=1),
+            steps_run=max(p.steps_run for p in parts),
+            final_loss=torch.cat([p.final_loss for p in parts]),
+        )
+
+    def process(
+        self, image: LoadedImage, progress: Callable[[int, int, torch.Tensor], None] | None = None
+    ) -> ImageResult:
+        """All faces of one image: returns the composite and per-face results (nothing is written)."""
+        faces = self.find_faces(image)
+        rgb = image.rgb8() if image.bit_depth == 8 else image.rgb_float()
+        aligned = [self._align(rgb, f) for f in faces]
+        crops = np.stack([a.image for a in aligned]).astype(np.float32)  # [F, R, R, 3]
+        inv = self.invert_faces(crops, progress)
+        realistic = _to_unit(transfer(self.G_real, inv.ws, self.config.transfer_layers))  # [F, R, R, 3]
+        recon = None
+        if self.config.save.reconstruction or self.config.save.sheet:
+            with torch.no_grad():
+                recon = _to_unit(
+                    self.inversion_generator.synthesis(inv.ws, noise_mode="const", noise=inv.noise)
+                )
+        pixels = image.pixels.copy()
+        results = []
+        for i, (face, al) in enumerate(zip(faces, aligned, strict=True)):
+            mask = build_mask(rgb, face.landmarks_array, al.alignment, self.config.mask)
+            paste_face(pixels, realistic[i], al.alignment, mask, self.config.blend, out=pixels)
+            results.append(
+                FaceResult(
+                    face=face.with_alignment(al.alignment),
+                    aligned=crops[i],
+                    realistic=realistic[i],
+                    loss=float(inv.final_loss[i]),
+                    reconstruction=None if recon is None else recon[i],
+                )
+            )
+        return ImageResult(image=image.with_pixels(pixels), faces=results, inversion=inv)
+
+    def run_file(
+        self,
+        src: str | os.PathLike,
+        dst: str | os.PathLike,
+        progress: Callable[[int, int, torch.Tensor], None] | None = None,
+    ) -> list[Path]:
+        """Process ``src`` and write the composite to ``dst`` (format from its suffix, else the input's)
+        plus the extras chosen in ``config.save`` beside it. Returns every path written."""
+        src, dst = Path(src), Path(dst)
+        if dst.exists() and dst.resolve() == src.resolve():
+            raise ConfigError(f"{dst}: refusing to overwrite the input image")
+        image = load_image(src, max_pixels=self.config.max_pixels)
+        result = self.process(image, progress)
+        written = self._write_extras(result, dst)
+        written.append(save_image(result.image, dst, format=format_for_path(dst) or image.format))
+        return written
+
+    def _write_extras(self, result: ImageResult, dst: Path) -> list[Path]:
+        opts = self.config.save
+        written: list[Path] = []
+
+        def png(arr: np.ndarray, path: Path) -> None:
+            with atomic_path(path) as tmp:
+                Image.fromarray(arr).save(tmp, format="PNG")
+            written.append(path)
+
+        stem = dst.with_suffix("")
+        mode = "baseline" if self.baseline else "transfer"
+        for i, fr in enumerate(result.faces):
+            base = Path(f"{stem}_face{i}")
+            if opts.aligned:
+                png(_u8(fr.aligned), base.with_name(base.name + "_aligned.png"))
+            if opts.reconstruction and fr.reconstruction is not None:
+                png(_u8(fr.reconstruction), base.with_name(base.name + "_reconstruction.png"))
+            if opts.realistic:
+                png(_u8(fr.realistic), base.with_name(base.name + "_realistic.png"))
+            if opts.latents and result.inversion is not None:
+                meta = {"mode": mode, "loss": fr.loss, "steps": result.inversion.steps_run, "face": i}
+                written.append(
+                    save_latent(base.with_name(base.name + "_latent.safetensors"), result.inversion, i, meta)
+                )
+            if opts.sheet:
+                tiles = [_u8(fr.aligned)]
+                if fr.reconstruction is not None:
+                    tiles.append(_u8(fr.reconstruction))
+                tiles.append(_u8(fr.realistic))
+                tiles.append(self._composite_crop(result.image, fr))
+                png(make_grid(tiles, cols=len(tiles)), base.with_name(base.name + "_sheet.png"))
+        return written
+
+    def _align(self, rgb: np.ndarray, face: Face) -> AlignedFace:
+        """FFHQ-align a face at the generators' resolution R (aligned at 256 and area-reduced when R < 256)."""
+        R = self.resolution
+        size = R if R in (256, 512, 1024) else 256
+        if R > 1024:
+            raise ConfigError(f"generators of resolution {R} are not supported (at most 1024)")
+        crop = align_face(rgb, face.landmarks_array, AlignConfig(output_size=size))
+        if size == R:
+            return crop
+        img = torch.from_numpy(np.ascontiguousarray(crop.image)).permute(2, 0, 1)[None]  # [1, 3, S, S]
+        small = area_resize(img, R)[0].permute(1, 2, 0).numpy()  # [R, R, 3]
+        return AlignedFace(
+            image=np.ascontiguousarray(small, dtype=np.float32), alignment=crop.alignment.resized(R)
+        )
+
+    def _composite_crop(self, image: LoadedImage, fr: FaceResult) -> np.ndarray:
+        """The final composite re-aligned to the face's crop (for the comparison sheet)."""
+        rgb = image.rgb8() if image.bit_depth == 8 else image.rgb_float()
+        return self._align(rgb, fr.face).to_uint8()

@@ -1,0 +1,209 @@
+"""End-to-end `realface apply` / `realface invert` with tiny generators: outputs, garment pixels,
+manifest, failures, resume after kill -9, and the weights error when G_real is missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from realface.checkpoints import convert_pickle
+from realface.cli import main
+from tests._helpers import random_vgg16_file
+from tests.conftest import data_file
+from tests.test_pipeline import garment_and_background
+
+
+def run_cli(*args) -> int:
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    pkl = data_file("stylegan2-ada", "sg2ada_tiny64.pkl")
+    real = convert_pickle(pkl, d / "real.safetensors", only=("G",))
+    rendering = convert_pickle(pkl, d / "rendering.safetensors", only=("G_ema",))
+    vgg = random_vgg16_file(d / "vgg16.pth")
+    return ["--real", real, "--rendering", rendering, "--lpips-vgg", vgg]
+
+
+def _catalogue(root):
+    (root / "tops").mkdir(parents=True)
+    (root / "dresses").mkdir()
+    src = data_file("images", "replicant_face_00000.jpg")
+    (root / "tops" / "avatar.jpg").write_bytes(src.read_bytes())
+    Image.open(src).save(root / "dresses" / "avatar.png")
+    (root / "dresses" / "broken.png").write_bytes(b"this is not an image")
+    Image.new("RGB", (300, 300), (90, 90, 90)).save(root / "tops" / "noface.png")
+    return root
+
+
+def _manifest(out):
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines() if line.strip()]
+
+
+def test_apply_catalogue_outputs_failures_and_rerun(tmp_path, models, capsys):
+    cat = _catalogue(tmp_path / "catalogue")
+    out = tmp_path / "out"
+    args = ["apply", cat, "-o", out, *models, "--steps", "2", "--no-progress", "--mask", "landmarks"]
+    assert run_cli(*args, "--save-latents", "--sheet") == 1  # two bad inputs -> exit status 1
+    text = capsys.readouterr()
+    assert "broken.png" in text.out + text.err and "Traceback" not in text.err
+    state = {}
+    for rec in _manifest(out):
+        state[rec["key"]] = rec
+    assert state["tops/avatar.jpg"]["status"] == "done" and state["dresses/avatar.png"]["status"] == "done"
+    assert (
+        state["dresses/broken.png"]["status"] == "failed" and state["tops/noface.png"]["status"] == "failed"
+    )
+    assert "noface.png" in state["tops/noface.png"]["error"]
+    for name in (
+        "tops/avatar.jpg",
+        "dresses/avatar.png",
+        "dresses/avatar_face0_latent.safetensors",
+        "dresses/avatar_face0_sheet.png",
+        "config.json",
+        "summary.json",
+    ):
+        assert (out / name).is_file(), name
+    # The PNG path is lossless: garment and background pixels are bit-identical to the input.
+    keep = garment_and_background(data_file("images", "replicant_face_00000_mask.png"))
+    src = np.asarray(Image.open(cat / "dresses" / "avatar.png"))
+    res = np.asarray(Image.open(out / "dresses" / "avatar.png"))
+    assert np.array_equal(res[keep], src[keep]) and not np.array_equal(res, src)
+    assert Image.open(out / "tops" / "avatar.jpg").format == "JPEG"
+    # Rerun: finished images are skipped, failed ones retried (and fail again).
+    n_before = len(_manifest(out))
+    assert run_cli(*args, "--save-latents", "--sheet") == 1
+    new = _manifest(out)[n_before:]
+    assert sorted(r["key"] for r in new if r["status"] == "started") == [
+        "dresses/broken.png",
+        "tops/noface.png",
+    ]
+
+
+def test_apply_resumes_after_kill_9(tmp_path, models):
+    cat = tmp_path / "cat"
+    cat.mkdir()
+    src = data_file("images", "replicant_face_00000.jpg")
+    for i in range(4):
+        Image.open(src).save(cat / f"look{i}.png")
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "realface",
+        "apply",
+        cat,
+        "-o",
+        out,
+        *models,
+        "--steps",
+        "25",
+        "--no-progress",
+        "--mask",
+        "landmarks",
+    ]
+    proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if (out / "manifest.jsonl").exists() and any(r["status"] == "done" for r in _manifest(out)):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("no image finished within 120 s")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done_before = {r["key"] for r in _manifest(out) if r["status"] == "done"}
+    assert 1 <= len(done_before) < 4
+    visible = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+    assert visible <= {"manifest.jsonl", "config.json", *(f"look{i}.png" for i in range(4))}
+    for name in done_before:  # every visible output is a complete image
+        Image.open(out / name).load()
+    assert (
+        run_cli("apply", cat, "-o", out, *models, "--steps", "25", "--no-progress", "--mask", "landmarks")
+        == 0
+    )
+    records = _manifest(out)
+    for i in range(4):
+        key = f"look{i}.png"
+        n_done = sum(1 for r in records if r["key"] == key and r["status"] == "done")
+        assert n_done == 1, key
+        Image.open(out / key).load()
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_apply_without_weights_stops_with_the_weights_error(tmp_path, capsys):
+    img = tmp_path / "a.png"
+    Image.open(data_file("images", "replicant_face_00000.jpg")).save(img)
+    assert run_cli("apply", img, "-o", tmp_path / "out", "--no-progress") == 1
+    err = capsys.readouterr().err
+    assert "sg2ada-ffhq1024" in err and "realface weights import" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_apply_dry_run_prints_config(tmp_path, capsys):
+    assert (
+        run_cli(
+            "apply",
+            tmp_path,
+            "-o",
+            tmp_path / "o",
+            "--dry-run",
+            "--steps",
+            "7",
+            "--coarse-to-fine",
+            "--fine-steps",
+            "2",
+        )
+        == 0
+    )
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["mode"] == "baseline" and cfg["config"]["invert"]["steps"] == 7
+    assert cfg["config"]["invert"]["coarse_to_fine"] is True
+
+
+def test_invert_command(tmp_path, models):
+    from realface.pipeline import load_latent
+
+    aligned = tmp_path / "face.png"
+    Image.open(data_file("align", "replicant_face_00000_aligned_256.png")).save(aligned)
+    net = models[models.index("--rendering") + 1]
+    vgg = models[models.index("--lpips-vgg") + 1]
+    out = tmp_path / "inv"
+    args = [
+        "invert",
+        aligned,
+        "--network",
+        net,
+        "-o",
+        out,
+        "--steps",
+        "3",
+        "--lpips-vgg",
+        vgg,
+        "--no-progress",
+    ]
+    assert run_cli(*args) == 0
+    ws, noise = load_latent(out / "face_latent.safetensors")
+    assert ws.shape == (1, 10, 64) and noise is not None
+    assert Image.open(out / "face_proj.png").size == (64, 64)
+    mtime = os.stat(out / "face_latent.safetensors").st_mtime_ns
+    assert run_cli(*args) == 0  # already done: skipped
+    assert os.stat(out / "face_latent.safetensors").st_mtime_ns == mtime

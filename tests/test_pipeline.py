@@ -1,0 +1,123 @@
+"""The main job on tiny generators: detection → alignment → inversion → transfer → paste-back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from realface.checkpoints import load_generator
+from realface.face import MaskConfig
+from realface.invert import InvertConfig
+from realface.nn.lpips import load_lpips_vgg
+from realface.pipeline import ApplyConfig, RealFace, SaveOptions, load_latent, transfer
+from tests._helpers import random_vgg16_file
+from tests.conftest import data_file
+
+# Colours of the replicant fixture's segmentation (tests/data/FIXTURES.md).
+CLOTHES = (135, 198, 199)
+BACKGROUND = (0, 0, 0)
+
+
+@pytest.fixture(scope="module")
+def lpips(tmp_path_factory):
+    return load_lpips_vgg(vgg_path=random_vgg16_file(tmp_path_factory.mktemp("vgg") / "vgg16.pth"))
+
+
+@pytest.fixture(scope="module")
+def generators():
+    pkl = data_file("stylegan2-ada", "sg2ada_tiny64.pkl")
+    # Two generators sharing one W+ space: G (as "real") and G_ema (as "rendering").
+    return load_generator(pkl, which="G", cache=False), load_generator(pkl, which="G_ema", cache=False)
+
+
+def _config(**kw):
+    base = dict(invert=InvertConfig(steps=3, w_avg_samples=500), mask=MaskConfig(kind="landmarks"))
+    base.update(kw)
+    return ApplyConfig(**base)
+
+
+def garment_and_background(mask_path):
+    seg = np.asarray(Image.open(mask_path).convert("RGB")).astype(
+        int
+    )  # lossy at the edges: allow ±6 in total
+    near = lambda c: np.abs(seg - np.array(c)).sum(axis=2) <= 6  # noqa: E731
+    return near(CLOTHES) | near(BACKGROUND)  # [H, W] bool
+
+
+def test_apply_changes_the_face_and_nothing_else(tmp_path, generators, lpips):
+    G_real, G_rend = generators
+    src = data_file("images", "replicant_face_00000.jpg")
+    before = src.read_bytes()
+    rf = RealFace(G_real, G_rend, lpips, _config(save=SaveOptions(True, True, True, True, True)))
+    written = rf.run_file(src, tmp_path / "out.png")
+    assert src.read_bytes() == before
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    original = np.asarray(Image.open(src).convert("RGB"))
+    assert out.shape == original.shape
+    keep = garment_and_background(data_file("images", "replicant_face_00000_mask.png"))
+    assert keep.sum() > 200_000  # the check covers most of the 640x640 image
+    assert np.array_equal(out[keep], original[keep]), "garment/background pixels changed"
+    changed = np.any(out != original, axis=2)
+    assert changed.sum() > 500, "the face was not replaced"
+    names = sorted(p.name for p in written)
+    assert names == sorted(
+        [
+            "out.png",
+            "out_face0_aligned.png",
+            "out_face0_reconstruction.png",
+            "out_face0_realistic.png",
+            "out_face0_latent.safetensors",
+            "out_face0_sheet.png",
+        ]
+    )
+    ws, noise = load_latent(tmp_path / "out_face0_latent.safetensors")
+    assert ws.shape == (1, G_rend.num_ws, G_rend.w_dim) and len(noise) == len(G_rend.synthesis.noise_layers())
+    # The realistic face is G_real's decoding of the latent (with G_real's constant noise).
+    realistic = np.asarray(Image.open(tmp_path / "out_face0_realistic.png")).astype(np.float32) / 255
+    expect = ((transfer(G_real, ws).clamp(-1, 1) + 1) / 2)[0].permute(1, 2, 0).numpy()
+    assert np.abs(realistic - expect).max() <= 1 / 255 + 1e-6
+
+
+def test_output_keeps_input_format_and_refuses_to_overwrite_input(tmp_path, generators, lpips):
+    G_real, G_rend = generators
+    src = tmp_path / "avatar.jpg"
+    src.write_bytes(data_file("images", "replicant_face_00000.jpg").read_bytes())
+    rf = RealFace(G_real, G_rend, lpips, _config())
+    rf.run_file(src, tmp_path / "result.jpg")
+    assert Image.open(tmp_path / "result.jpg").format == "JPEG"
+    with pytest.raises(Exception, match="overwrite the input"):
+        rf.run_file(src, src)
+
+
+def test_transfer_layers(generators):
+    G_real, _ = generators
+    from realface.invert import w_stats
+
+    ws = G_real.mapping(torch.randn(2, G_real.z_dim), None)
+    all_avg = transfer(G_real, ws, layers=[], stats_samples=500)
+    avg = w_stats(G_real, 500).w_avg.reshape(1, 1, -1).expand_as(ws)
+    with torch.no_grad():
+        torch.testing.assert_close(all_avg, G_real.synthesis(avg, noise_mode="const"))
+    torch.testing.assert_close(
+        transfer(G_real, ws, layers=None), transfer(G_real, ws, layers=range(G_real.num_ws))
+    )
+    with pytest.raises(Exception, match="out of range"):
+        transfer(G_real, ws, layers=[99])
+
+
+def test_generators_must_share_w_space(generators, lpips):
+    from tests._helpers import tiny_generator
+
+    with pytest.raises(Exception, match="share the W\\+ space"):
+        RealFace(generators[0], tiny_generator(32), lpips)
+
+
+def test_no_face_is_a_clear_error(tmp_path, generators, lpips):
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (200, 200), (120, 120, 120)).save(blank)
+    rf = RealFace(*generators, lpips, _config())
+    with pytest.raises(Exception, match="blank.png"):
+        rf.run_file(blank, tmp_path / "out.png")
+    assert not (tmp_path / "out.png").exists()
