@@ -1,0 +1,134 @@
+"""Identity losses on tiny tensors: zero for identical inputs, positive otherwise, gradients, shapes,
+the order of downsampling and blurring, reductions, and the config."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from realface.errors import ConfigError
+from realface.losses import IdentityLossConfig, color_loss, identity_loss, sketch_loss
+from realface.nn.blur import gaussian_blur
+from realface.nn.lpips import LPIPS
+from realface.nn.sketch import XDoGSketch, build_sketch_extractor
+
+
+@pytest.fixture(scope="module")
+def lpips_net() -> LPIPS:
+    torch.manual_seed(0)
+    return LPIPS().eval().requires_grad_(False)  # random VGG, unit heads: enough for these properties
+
+
+def _images(n: int = 2, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    a = torch.rand(n, 3, size, size, generator=g) * 2 - 1  # [N, 3, S, S]
+    b = (a + 0.3 * torch.randn(a.shape, generator=g)).clamp(-1, 1)
+    return a, b
+
+
+def _box_down(x: torch.Tensor, factor: int) -> torch.Tensor:
+    n, c, h, w = x.shape
+    return x.reshape(n, c, h // factor, factor, w // factor, factor).mean(dim=(3, 5))
+
+
+def test_sketch_loss_zero_positive_and_shape():
+    a, b = _images()
+    S = XDoGSketch()
+    same = sketch_loss(a, a.clone(), S)
+    diff = sketch_loss(a, b, S)
+    assert same.shape == (2,) and diff.shape == (2,)
+    assert torch.equal(same, torch.zeros(2))
+    assert bool((diff > 0).all())
+
+
+def test_sketch_loss_is_l1_of_sketches_of_downsampled_images():
+    a, b = _images(size=64)
+    S = XDoGSketch()
+    expected = (S(_box_down(a, 2)) - S(_box_down(b, 2))).abs().sum(dim=(1, 2, 3))  # [N]
+    got = sketch_loss(a, b, S, size=32, reduction="sum")
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    mean = sketch_loss(a, b, S, size=32, reduction="mean")
+    torch.testing.assert_close(mean * 32 * 32, got, rtol=1e-5, atol=1e-4)
+    assert not torch.allclose(got, sketch_loss(a, b, S, size=64))  # size matters
+
+
+def test_color_loss_zero_positive_and_composition(lpips_net):
+    a, b = _images(size=32)
+    same = color_loss(a, a.clone(), lpips_net, size=16)
+    assert torch.equal(same, torch.zeros(2))
+    got = color_loss(a, b, lpips_net, size=16, kernel_size=5, sigma=2.0)
+    assert got.shape == (2,) and bool((got > 0).all())
+    # downsample first, then blur, then LPIPS
+    expected = lpips_net(
+        gaussian_blur(_box_down(a, 2), 5, 2.0), gaussian_blur(_box_down(b, 2), 5, 2.0)
+    )  # [N]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+    wrong_order = lpips_net(_box_down(gaussian_blur(a, 5, 2.0), 2), _box_down(gaussian_blur(b, 5, 2.0), 2))
+    assert not torch.allclose(got, wrong_order, rtol=1e-3, atol=0)
+
+
+def test_color_loss_ignores_detail_that_the_blur_removes(lpips_net):
+    """Opposite-phase fine checkerboards differ strongly pixel-wise, yet blur to nearly the same image."""
+    a = torch.zeros(1, 3, 32, 32)
+    checker = (torch.arange(32).view(-1, 1) + torch.arange(32).view(1, -1)) % 2 * 0.4 - 0.2  # [32, 32]
+    x, y = a + checker, a - checker
+    blurred = color_loss(x, y, lpips_net, kernel_size=13, sigma=10.0)
+    sharp = lpips_net(x, y)
+    assert blurred.item() < 0.05 * sharp.item()
+
+
+def test_gradients_flow_to_both_images(lpips_net):
+    a, b = _images()
+    a.requires_grad_(True)
+    b.requires_grad_(True)
+    (sketch_loss(a, b, XDoGSketch()).sum() + color_loss(a, b, lpips_net).sum()).backward()
+    for t in (a, b):
+        assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0
+
+
+def test_identity_loss_weights_the_terms(lpips_net):
+    a, b = _images()
+    cfg = IdentityLossConfig(sketch_size=32, color_size=16)
+    S = build_sketch_extractor(cfg.sketch_extractor)
+    terms = identity_loss(a, b, cfg, extractor=S, lpips=lpips_net)
+    torch.testing.assert_close(terms.sketch, sketch_loss(a, b, S, 32, "sum"))
+    torch.testing.assert_close(terms.color, color_loss(a, b, lpips_net, 16, 13, 10.0))
+    torch.testing.assert_close(terms.total, 5e-6 * terms.sketch + 3.75e3 * terms.color)
+    assert terms.total.shape == (2,)
+
+    only_color = identity_loss(
+        a, b, dataclasses.replace(cfg, sketch_weight=0.0), extractor=None, lpips=lpips_net
+    )
+    assert torch.equal(only_color.sketch, torch.zeros(2))
+    torch.testing.assert_close(only_color.total, 3.75e3 * terms.color)
+    with pytest.raises(ConfigError, match="needs an LPIPS network"):
+        identity_loss(a, b, cfg, extractor=S, lpips=None)
+
+
+def test_config_defaults_are_the_papers_and_validated():
+    cfg = IdentityLossConfig()
+    assert (cfg.sketch_weight, cfg.color_weight) == (5e-6, 3.75e3)
+    assert (cfg.sketch_size, cfg.color_size, cfg.blur_kernel, cfg.blur_sigma) == (512, 256, 13, 10.0)
+    assert cfg.sketch_reduction == "sum" and cfg.sketch_extractor == "xdog"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.sketch_weight = 1.0  # type: ignore[misc]
+    with pytest.raises(ConfigError, match="odd.*got 12"):
+        IdentityLossConfig(blur_kernel=12)
+    with pytest.raises(ConfigError, match="'max'"):
+        IdentityLossConfig(sketch_reduction="max")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="color_weight=-1"):
+        IdentityLossConfig(color_weight=-1.0)
+
+
+def test_shape_errors_say_expected_and_got(lpips_net):
+    a = torch.zeros(1, 3, 32, 32)
+    with pytest.raises(ValueError, match=r"same shape.*\(1, 3, 32, 32\).*\(2, 3, 32, 32\)"):
+        sketch_loss(a, torch.zeros(2, 3, 32, 32), XDoGSketch())
+    with pytest.raises(ValueError, match=r"\[N, 3, H, W\].*\(1, 1, 32, 32\)"):
+        color_loss(torch.zeros(1, 1, 32, 32), torch.zeros(1, 1, 32, 32), lpips_net)
+    with pytest.raises(ValueError, match="reduction.*'none'"):
+        sketch_loss(a, a, XDoGSketch(), reduction="none")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"should return \[2, 1, 32, 32\], got \(2, 3, 32, 32\)"):
+        sketch_loss(a, a, torch.nn.Identity())
