@@ -59,8 +59,8 @@ def test_constant_image_unchanged_and_module_equals_function():
 
 def test_gradcheck():
     x = torch.rand(1, 2, 9, 8, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: gaussian_blur(t, 5, 1.5), (x,))
-    assert torch.autograd.gradcheck(lambda t: gaussian_blur(t, 5, 1.5, "replicate"), (x,))
+    assert torch.autograd.gradcheck(lambda t: gaussian_blur(t, 5, 1.5), (x,), fast_mode=True)
+    assert torch.autograd.gradcheck(lambda t: gaussian_blur(t, 5, 1.5, "replicate"), (x,), fast_mode=True)
 
 
 def test_errors_say_expected_and_got():

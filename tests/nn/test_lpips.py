@@ -77,8 +77,8 @@ def test_matches_lpips_package(oracle_and_files, ours, n, size, close):
 
 
 def test_fixed_target_path_equals_reference(ours):
-    x, _ = _pair(3, 64, seed=1)
-    target, _ = _pair(1, 64, seed=2)
+    x, _ = _pair(3, 32, seed=1)
+    target, _ = _pair(1, 32, seed=2)
     with torch.no_grad():
         reference = ours(x, target.expand_as(x))  # [3]
         t = ours.features(target)  # fixed target, batch 1
@@ -90,7 +90,7 @@ def test_fixed_target_path_equals_reference(ours):
 
 
 def test_identical_images_are_at_distance_zero(ours):
-    x, _ = _pair(2, 64, seed=3)
+    x, _ = _pair(2, 32, seed=3)
     with torch.no_grad():
         d = ours(x, x.clone())
         f = ours.features(x)
@@ -100,13 +100,13 @@ def test_identical_images_are_at_distance_zero(ours):
 
 
 def test_symmetric(ours):
-    x, y = _pair(2, 64, seed=4)
+    x, y = _pair(2, 32, seed=4)
     with torch.no_grad():
         torch.testing.assert_close(ours(x, y), ours(y, x), rtol=1e-6, atol=1e-7)
 
 
 def test_gradients_reach_inputs_not_weights(ours):
-    x, y = _pair(2, 64, seed=5)
+    x, y = _pair(2, 32, seed=5)
     x.requires_grad_(True)
     ours(x, y).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
@@ -190,13 +190,13 @@ def test_shape_errors_say_expected_and_got(ours):
 
 def test_resize_to_compares_downsampled_images(oracle_and_files, ours):
     _, vgg_path, lin_path = oracle_and_files
-    small = load_lpips_vgg(vgg_path=vgg_path, lin_path=lin_path, resize_to=32)
-    x, y = _pair(2, 64, seed=6)
+    small = load_lpips_vgg(vgg_path=vgg_path, lin_path=lin_path, resize_to=16)
+    x, y = _pair(2, 32, seed=6)
     with torch.no_grad():
-        expected = ours(area_downsample(x, 32), area_downsample(y, 32))
+        expected = ours(area_downsample(x, 16), area_downsample(y, 16))
         torch.testing.assert_close(small(x, y), expected)
         torch.testing.assert_close(
-            small(x[:, :, :32, :32], y[:, :, :32, :32]), ours(x[:, :, :32, :32], y[:, :, :32, :32])
+            small(x[:, :, :16, :16], y[:, :, :16, :16]), ours(x[:, :, :16, :16], y[:, :, :16, :16])
         )
 
 

@@ -93,8 +93,8 @@ def test_gradients_flow():
     assert (~near_ink).sum() > 100
     assert x.grad[0, :, ~near_ink].abs().max() == 0
 
-    x64 = (torch.rand(1, 3, 12, 12, dtype=torch.float64) * 2 - 1).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda t: xdog(t, sigma=0.7, phi=20.0), (x64,))
+    x64 = (torch.rand(1, 3, 10, 10, dtype=torch.float64) * 2 - 1).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: xdog(t, sigma=0.7, phi=20.0), (x64,), fast_mode=True)
 
 
 def test_deterministic_and_batch_independent():
