@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/realface --help
+	$(VENV)/bin/realface apply examples/avatar.jpg -o out/example --coarse-to-fine --sheet
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -121,3 +121,26 @@ def test_no_face_is_a_clear_error(tmp_path, generators, lpips):
     with pytest.raises(Exception, match="blank.png"):
         rf.run_file(blank, tmp_path / "out.png")
     assert not (tmp_path / "out.png").exists()
+
+
+def test_baseline_mode_inverts_into_g_real_with_sketch_and_colour_losses(tmp_path, generators, lpips, caplog):
+    G_real, _ = generators
+    src = data_file("images", "replicant_face_00000.jpg")
+    with caplog.at_level("WARNING"):
+        rf = RealFace(G_real, None, lpips, _config(save=SaveOptions(latents=True)))
+    assert rf.baseline and "baseline mode" in caplog.text
+    loss = rf.inversion_loss()
+    target = torch.rand(1, 3, 64, 64) * 2 - 1
+    prepared = loss.prepare(target)
+    assert float(loss(target, prepared)) == pytest.approx(0.0, abs=1e-6)  # zero at the target itself
+    assert float(loss(torch.zeros_like(target), prepared)) > 0
+    written = rf.run_file(src, tmp_path / "out.png")
+    from safetensors import safe_open
+
+    latent = next(p for p in written if p.name.endswith("_latent.safetensors"))
+    with safe_open(str(latent), framework="pt") as f:
+        assert f.metadata()["mode"] == "baseline"
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    original = np.asarray(Image.open(src).convert("RGB"))
+    keep = garment_and_background(data_file("images", "replicant_face_00000_mask.png"))
+    assert np.array_equal(out[keep], original[keep]) and not np.array_equal(out, original)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from realface.errors import ConfigError
+from realface.nn.resize import area_downsample
 from realface.nn.stylegan2 import Generator
 
 __all__ = [
@@ -43,11 +44,12 @@ __all__ = [
     "PixelLoss",
     "LpipsLoss",
     "WeightedLoss",
+    "SketchLoss",
+    "ColorLoss",
     "WStats",
     "w_stats",
     "noise_regularization",
     "invert",
-    "area_resize",
 ]
 
 log = logging.getLogger(__name__)
@@ -108,13 +110,6 @@ class InversionResult:
     final_loss: torch.Tensor = field(default_factory=lambda: torch.empty(0))
 
 
-def area_resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Area-downsample [N, C, H, W] to [N, C, size, size] when larger (the official projector's resize)."""
-    if x.shape[-1] > size or x.shape[-2] > size:
-        return F.interpolate(x, size=(size, size), mode="area")
-    return x
-
-
 class TargetLoss(Protocol):
     """A per-sample loss between generated images and fixed targets (both [N, 3, H, W] in [-1, 1])."""
 
@@ -132,10 +127,10 @@ class PixelLoss:
         self.resolution = resolution
 
     def prepare(self, target: torch.Tensor) -> torch.Tensor:
-        return area_resize(target, self.resolution)
+        return area_downsample(target, self.resolution)
 
     def __call__(self, images: torch.Tensor, prepared: torch.Tensor) -> torch.Tensor:
-        x = area_resize(images, prepared.shape[-1])
+        x = area_downsample(images, prepared.shape[-1])
         return (x - prepared).square().mean(dim=[1, 2, 3])  # [N]
 
 
@@ -151,10 +146,10 @@ class LpipsLoss:
 
     def prepare(self, target: torch.Tensor) -> Any:
         with torch.no_grad():
-            return self.lpips.features(area_resize(target, self.resolution))
+            return self.lpips.features(area_downsample(target, self.resolution))
 
     def __call__(self, images: torch.Tensor, prepared: Any) -> torch.Tensor:
-        feats = self.lpips.features(area_resize(images, self.resolution))
+        feats = self.lpips.features(area_downsample(images, self.resolution))
         return self.lpips.distance(feats, prepared)  # [N]
 
 
@@ -169,6 +164,52 @@ class WeightedLoss:
 
     def __call__(self, images: torch.Tensor, prepared: list[Any]) -> torch.Tensor:
         return sum(w * loss(images, p) for (w, loss), p in zip(self.parts, prepared, strict=True))
+
+
+class SketchLoss:
+    """Baseline-mode term: the paper's sketch loss ``‖S(x↓size) − S(target↓size)‖₁`` per sample
+    (:func:`realface.losses.sketch_loss`; S defaults to the weight-free ``xdog`` extractor)."""
+
+    def __init__(
+        self, extractor: torch.nn.Module | None = None, size: int = 512, reduction: str = "sum"
+    ) -> None:
+        from realface.nn.sketch import build_sketch_extractor
+
+        self.extractor = extractor if extractor is not None else build_sketch_extractor("xdog")
+        self.size = size
+        self.reduction = reduction
+
+    def prepare(self, target: torch.Tensor) -> torch.Tensor:
+        return target
+
+    def __call__(self, images: torch.Tensor, prepared: torch.Tensor) -> torch.Tensor:
+        from realface.losses import sketch_loss
+
+        target = prepared.expand(images.shape[0], -1, -1, -1) if prepared.shape[0] == 1 else prepared
+        if target.shape[-1] != images.shape[-1]:
+            target = area_downsample(target, images.shape[-1])
+        return sketch_loss(images, target, self.extractor, self.size, self.reduction)  # type: ignore[arg-type]
+
+
+class ColorLoss:
+    """Baseline-mode term: the paper's colour loss ``LPIPS(B(x↓size), B(target↓size))`` per sample
+    (:func:`realface.losses.color_loss`, Gaussian blur kernel 13, σ 10)."""
+
+    def __init__(
+        self, lpips: torch.nn.Module, size: int = 256, kernel_size: int = 13, sigma: float = 10.0
+    ) -> None:
+        self.lpips, self.size, self.kernel_size, self.sigma = lpips, size, kernel_size, sigma
+
+    def prepare(self, target: torch.Tensor) -> torch.Tensor:
+        return target
+
+    def __call__(self, images: torch.Tensor, prepared: torch.Tensor) -> torch.Tensor:
+        from realface.losses import color_loss
+
+        target = prepared
+        if target.shape[-1] != images.shape[-1]:
+            target = area_downsample(target, images.shape[-1])
+        return color_loss(images, target, self.lpips, self.size, self.kernel_size, self.sigma)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -282,7 +323,7 @@ def invert(
     coarse_steps = cfg.steps - cfg.fine_steps if cfg.coarse_to_fine else 0
     coarse_res = min(cfg.coarse_resolution, R)
     prepared_full = loss.prepare(targets)
-    prepared_coarse = loss.prepare(area_resize(targets, coarse_res)) if coarse_steps else None
+    prepared_coarse = loss.prepare(area_downsample(targets, coarse_res)) if coarse_steps else None
 
     history = []
     best = torch.full([N], float("inf"))

@@ -49,10 +49,10 @@ from realface.invert import (
     LpipsLoss,
     TargetLoss,
     WeightedLoss,
-    area_resize,
     invert,
     w_stats,
 )
+from realface.nn.resize import area_downsample
 from realface.nn.stylegan2 import Generator
 from realface.sampling import make_grid
 from realface.utils.fs import atomic_path
@@ -250,7 +250,7 @@ class RealFace:
         res = self.config.invert.loss_resolution
         if not self.baseline:
             return LpipsLoss(self.lpips, resolution=res)
-        from realface.losses import ColorLoss, SketchLoss
+        from realface.invert import ColorLoss, SketchLoss
 
         c = self.config
         return WeightedLoss(
@@ -385,7 +385,7 @@ class RealFace:
         if size == R:
             return crop
         img = torch.from_numpy(np.ascontiguousarray(crop.image)).permute(2, 0, 1)[None]  # [1, 3, S, S]
-        small = area_resize(img, R)[0].permute(1, 2, 0).numpy()  # [R, R, 3]
+        small = area_downsample(img, R)[0].permute(1, 2, 0).numpy()  # [R, R, 3]
         return AlignedFace(
             image=np.ascontiguousarray(small, dtype=np.float32), alignment=crop.alignment.resized(R)
         )

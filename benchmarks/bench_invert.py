@@ -1,0 +1,113 @@
+"""Inversion speed: seconds per step and per face, FFHQ config-f shapes with random weights.
+
+Uses the real projector (:func:`realface.invert.invert`) with the real LPIPS-VGG architecture (random
+VGG16 weights: only speed is measured). For each resolution, batch size and coarse-to-fine setting it
+times individual steps through the progress callback (the first step of each phase is a warm-up and
+is not counted) and extrapolates to a full run of ``--steps`` steps:
+
+    per face = (coarse steps x coarse step time + fine steps x full step time) / batch
+
+    python benchmarks/bench_invert.py                         # CPU: 256 and 1024, batch 1 and 4
+    python benchmarks/bench_invert.py --device cuda --batch 8 --res 1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests._helpers (random VGG16 file)
+
+
+def build(res: int, device: str):
+    import torch
+
+    from realface.nn.lpips import load_lpips_vgg
+    from realface.nn.stylegan2 import Generator
+    from tests._helpers import random_vgg16_file
+
+    torch.manual_seed(0)
+    G = (
+        Generator(
+            z_dim=512,
+            c_dim=0,
+            w_dim=512,
+            img_resolution=res,
+            img_channels=3,
+            mapping_kwargs={"num_layers": 8},
+            synthesis_kwargs={
+                "channel_base": 32768,
+                "channel_max": 512,
+                "num_fp16_res": 0,
+                "conv_clamp": None,
+            },
+        )
+        .eval()
+        .requires_grad_(False)
+        .to(device)
+    )
+    with tempfile.TemporaryDirectory() as d:
+        lpips = load_lpips_vgg(device=device, vgg_path=random_vgg16_file(Path(d) / "vgg.pth"))
+    return G, lpips
+
+
+def time_phase(G, lpips, batch: int, coarse: bool, measured: int, coarse_res: int, device: str) -> float:
+    """Median seconds of one step (coarse or full resolution) over ``measured`` steps after a warm-up."""
+    import torch
+
+    from realface.invert import InvertConfig, LpipsLoss, invert
+
+    n = measured + 1
+    cfg = InvertConfig(
+        steps=n + (0 if coarse else 1),
+        coarse_to_fine=coarse,
+        coarse_resolution=coarse_res,
+        fine_steps=1 if coarse else 0,
+        w_avg_samples=1000,
+    )
+    if not coarse:
+        cfg = InvertConfig(steps=n, w_avg_samples=1000)
+    targets = torch.rand(batch, 3, G.img_resolution, G.img_resolution, device=device) * 2 - 1
+    stamps = []
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def cb(step, total, loss):
+        sync()
+        stamps.append(time.perf_counter())
+
+    t0 = time.perf_counter()
+    invert(G, targets, LpipsLoss(lpips, 256), cfg, callback=cb)
+    times = [b - a for a, b in zip([t0] + stamps[:-1], stamps, strict=True)][:n]
+    return statistics.median(times[1:])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--res", type=int, nargs="+", default=[256, 1024])
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--steps", type=int, default=500, help="steps of the extrapolated full run")
+    ap.add_argument("--fine-steps", type=int, default=50)
+    ap.add_argument("--coarse-res", type=int, nargs="+", default=[256, 128])
+    ap.add_argument("--measured", type=int, default=2, help="steps timed per phase (after one warm-up)")
+    args = ap.parse_args()
+    print(f"{'res':>5} {'batch':>5} {'mode':>14} {'s/step':>8} {'s/face (500)':>13}")
+    for res in args.res:
+        G, lpips = build(res, args.device)
+        for batch in args.batch:
+            full = time_phase(G, lpips, batch, False, args.measured, 256, args.device)
+            print(f"{res:>5} {batch:>5} {'full-res':>14} {full:>8.2f} {args.steps * full / batch:>13.1f}")
+            for cr in args.coarse_res:
+                if cr >= res:
+                    continue
+                coarse = time_phase(G, lpips, batch, True, args.measured, cr, args.device)
+                per_face = ((args.steps - args.fine_steps) * coarse + args.fine_steps * full) / batch
+                print(f"{res:>5} {batch:>5} {f'c2f@{cr}':>14} {coarse:>8.2f} {per_face:>13.1f}")
+
+
+if __name__ == "__main__":
+    main()
