@@ -61,15 +61,12 @@ def time_phase(G, lpips, batch: int, coarse: bool, measured: int, coarse_res: in
 
     from realface.invert import InvertConfig, LpipsLoss, invert
 
-    n = measured + 1
-    cfg = InvertConfig(
-        steps=n + (0 if coarse else 1),
-        coarse_to_fine=coarse,
-        coarse_resolution=coarse_res,
-        fine_steps=1 if coarse else 0,
-        w_avg_samples=1000,
-    )
-    if not coarse:
+    n = measured + 1  # the first timed step is a warm-up
+    if coarse:  # n coarse steps, then one full-resolution step that is not timed
+        cfg = InvertConfig(
+            steps=n + 1, coarse_to_fine=True, coarse_resolution=coarse_res, fine_steps=1, w_avg_samples=1000
+        )
+    else:
         cfg = InvertConfig(steps=n, w_avg_samples=1000)
     targets = torch.rand(batch, 3, G.img_resolution, G.img_resolution, device=device) * 2 - 1
     stamps = []

@@ -511,10 +511,12 @@ def modulated_conv2d(
 
     w = None
     dcoefs = None
-    if demodulate or fused_modconv:
+    if fused_modconv:
         w = weight.unsqueeze(0) * styles.reshape(N, 1, I, 1, 1)  # [NOIkk]
     if demodulate:
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [NO]
+        # sum_{i,k} (W[o,i,k] s[n,i])^2 = sum_i s[n,i]^2 * sum_k W[o,i,k]^2: a matrix product, no [NOIkk] tensor.
+        wsq = weight.square().sum(dim=[2, 3])  # [OI]
+        dcoefs = (styles.square() @ wsq.t() + 1e-8).rsqrt()  # [NO]
 
     if not fused_modconv:
         x = x * styles.to(x.dtype).reshape(N, I, 1, 1)  # [NIHW]
