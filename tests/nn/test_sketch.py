@@ -115,8 +115,8 @@ def test_registry_builds_by_name_and_is_ready_for_more(monkeypatch):
     S = build_sketch_extractor("xdog", sigma=2.0, phi=10.0)
     assert isinstance(S, XDoGSketch) and S.sigma == 2.0 and S.phi == 10.0 and not S.training
 
-    with pytest.raises(ConfigError, match="unknown sketch extractor 'dfe'; registered: xdog"):
-        build_sketch_extractor("dfe")
+    with pytest.raises(ConfigError, match="unknown sketch extractor 'nope'; registered: dfe, xdog"):
+        build_sketch_extractor("nope")
 
     monkeypatch.setattr(sketch, "SKETCH_EXTRACTORS", dict(SKETCH_EXTRACTORS))
 

@@ -15,12 +15,13 @@ needed at use (the loss does not train it). Extractors are built by name::
 
     S = build_sketch_extractor("xdog", sigma=1.0)
 
-and new ones are added with :func:`register_sketch_extractor` (the DeepFaceEditing network will be
-registered as ``"dfe"``).
+and new ones are added with :func:`register_sketch_extractor`. The DeepFaceEditing network is
+registered as ``"dfe"`` by :mod:`realface.nn.dfe`, imported on first use.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 from collections.abc import Callable
@@ -47,6 +48,9 @@ SKETCH_EXTRACTORS: dict[str, Callable[..., nn.Module]] = {}
 """Registered sketch extractors: name -> factory (a class or function) taking keyword arguments."""
 
 _F = TypeVar("_F", bound=Callable[..., nn.Module])
+
+_LAZY_EXTRACTORS: dict[str, str] = {"dfe": "realface.nn.dfe"}
+"""Extractors registered by a module imported on first use: name -> module."""
 
 # ITU-R BT.601 luma weights.
 _LUMA = (0.299, 0.587, 0.114)
@@ -75,9 +79,11 @@ def build_sketch_extractor(name: str, **kwargs: object) -> nn.Module:
     Raises:
         ConfigError: no extractor has that name (the message lists the registered ones).
     """
+    if name not in SKETCH_EXTRACTORS and name in _LAZY_EXTRACTORS:
+        importlib.import_module(_LAZY_EXTRACTORS[name])  # registers the name on import
     factory = SKETCH_EXTRACTORS.get(name)
     if factory is None:
-        known = ", ".join(sorted(SKETCH_EXTRACTORS)) or "none"
+        known = ", ".join(sorted(set(SKETCH_EXTRACTORS) | set(_LAZY_EXTRACTORS))) or "none"
         raise ConfigError(f"unknown sketch extractor {name!r}; registered: {known}")
     module = factory(**kwargs)
     log.debug("built sketch extractor %r: %s", name, module)
