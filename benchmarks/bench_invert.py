@@ -9,6 +9,13 @@ is not counted) and extrapolates to a full run of ``--steps`` steps:
 
     python benchmarks/bench_invert.py                         # CPU: 256 and 1024, batch 1 and 4
     python benchmarks/bench_invert.py --device cuda --batch 8 --res 1024
+    python benchmarks/bench_invert.py --quality               # LPIPS reached vs seconds (proxy, see below)
+
+``--quality`` measures the trade-off of coarse-to-fine on a proxy problem, since no trained weights are
+available here: the shipped tiny StyleGAN2-ADA fixture (64 px, official architecture, random weights)
+must reproduce an image it made itself from a known latent (noise included), under LPIPS with random
+VGG16 weights. Coarse resolutions 32 and 16 are 1/2 and 1/4 of the output, as 512 and 256 are of 1024.
+It reports the final LPIPS and pixel MSE against the target, and seconds, for the same number of steps.
 """
 
 from __future__ import annotations
@@ -82,6 +89,46 @@ def time_phase(G, lpips, batch: int, coarse: bool, measured: int, coarse_res: in
     return statistics.median(times[1:])
 
 
+def quality(steps: int, fine_steps: int, seeds: int) -> None:
+    import torch
+
+    from realface.checkpoints import load_generator
+    from realface.invert import InvertConfig, LpipsLoss, invert
+    from realface.nn.lpips import load_lpips_vgg
+    from tests._helpers import random_vgg16_file
+
+    root = Path(__file__).resolve().parents[1]
+    G = load_generator(root / "tests/data/stylegan2-ada/sg2ada_tiny64.pkl", cache=False)
+    with tempfile.TemporaryDirectory() as d:
+        lpips = load_lpips_vgg(vgg_path=random_vgg16_file(Path(d) / "vgg.pth"))
+    print(
+        f"{'mode':>10} {'LPIPS':>8} {'MSE':>8} {'seconds':>8}   ({steps} steps, {seeds} targets, 64 px proxy)"
+    )
+    for mode, cr in (("full-res", None), ("c2f@32", 32), ("c2f@16", 16)):
+        lp, mse, secs = [], [], 0.0
+        for s in range(seeds):
+            torch.manual_seed(100 + s)
+            with torch.no_grad():
+                target = G(torch.randn(1, G.z_dim), None, truncation_psi=0.7, noise_mode="random")
+            cfg = InvertConfig(steps=steps, w_avg_samples=2000)
+            if cr is not None:
+                cfg = InvertConfig(
+                    steps=steps,
+                    w_avg_samples=2000,
+                    coarse_to_fine=True,
+                    coarse_resolution=cr,
+                    fine_steps=fine_steps,
+                )
+            t0 = time.perf_counter()
+            res = invert(G, target, LpipsLoss(lpips, 256), cfg)
+            secs += time.perf_counter() - t0
+            with torch.no_grad():
+                img = G.synthesis(res.ws, noise_mode="const", noise=res.noise)
+                lp.append(float(lpips(img, target)))
+                mse.append(float((img - target).square().mean()))
+        print(f"{mode:>10} {statistics.mean(lp):>8.4f} {statistics.mean(mse):>8.4f} {secs / seeds:>8.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--res", type=int, nargs="+", default=[256, 1024])
@@ -91,7 +138,12 @@ def main() -> None:
     ap.add_argument("--fine-steps", type=int, default=50)
     ap.add_argument("--coarse-res", type=int, nargs="+", default=[256, 128])
     ap.add_argument("--measured", type=int, default=2, help="steps timed per phase (after one warm-up)")
+    ap.add_argument("--quality", action="store_true", help="coarse-to-fine trade-off on the 64 px proxy")
+    ap.add_argument("--seeds", type=int, default=3, help="targets for --quality")
     args = ap.parse_args()
+    if args.quality:
+        quality(args.steps, args.fine_steps, args.seeds)
+        return
     print(f"{'res':>5} {'batch':>5} {'mode':>14} {'s/step':>8} {'s/face (500)':>13}")
     for res in args.res:
         G, lpips = build(res, args.device)

@@ -1,0 +1,96 @@
+"""`realface train` (fine-tune G_rendering; several GPUs through torchrun) and `realface export`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import typer
+
+from realface.cli import app
+
+log = logging.getLogger(__name__)
+
+
+def _init_distributed() -> tuple[int, int, str]:
+    """(rank, world, device) from torchrun's environment; a single process otherwise."""
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, "cuda" if torch.cuda.is_available() else "cpu"
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+        dist.init_process_group("nccl")
+        device = f"cuda:{local}"
+    else:
+        dist.init_process_group("gloo")
+        device = "cpu"
+    return dist.get_rank(), world, device
+
+
+@app.command()
+def train(
+    data: Path = typer.Option(..., "--data", help="Folder or .zip of aligned rendered faces (StyleGAN2-ADA layout)."),
+    real: str = typer.Option(..., "--real", help="G_real checkpoint (official .pkl with G/D/G_ema, or realface)."),
+    out: Path = typer.Option(Path("runs/realface"), "--out", help="Run folder."),
+    kimg: float = typer.Option(40.0, "--kimg", help="Training length in thousands of images (paper: 40)."),
+    batch: int = typer.Option(32, "--batch", help="Global batch size (split over processes)."),
+    lr: float = typer.Option(0.002, "--lr", help="Learning rate of G and D."),
+    gamma: float = typer.Option(10.0, "--gamma", help="R1 weight."),
+    sketch_weight: float = typer.Option(5e-6, "--sketch-weight", help="λs of the sketch loss (0 disables)."),
+    color_weight: float = typer.Option(3.75e3, "--color-weight", help="λc of the colour loss (0 disables)."),
+    sketch_extractor: str = typer.Option("xdog", "--sketch-extractor", help="xdog (no weights) or dfe."),
+    pl_weight: float = typer.Option(2.0, "--pl-weight", help="Path-length regularisation weight."),
+    ada: bool = typer.Option(True, "--ada/--no-ada", help="Adaptive discriminator augmentation."),
+    ada_kimg: float = typer.Option(100.0, "--ada-kimg", help="ADA adjustment speed."),
+    xflip: bool = typer.Option(True, "--mirror/--no-mirror", help="Also train on mirrored images."),
+    kimg_per_tick: float = typer.Option(4.0, "--tick", help="kimg between stats lines."),
+    snap: int = typer.Option(5, "--snap", help="Ticks between checkpoints and snapshot grids."),
+    keep: int = typer.Option(3, "--keep", help="Checkpoints kept."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    workers: int = typer.Option(3, "--workers", help="Data loader processes."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or bf16 (the last two on CUDA)."),
+    allow_random_d: bool = typer.Option(False, "--allow-random-d", help="Start D from random weights."),
+    lpips_vgg: Path = typer.Option(None, "--lpips-vgg", help="VGG16 state dict for the colour loss."),
+    resume: Path = typer.Option(None, "--resume", help="Continue this run (folder or checkpoint)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved options and exit."),
+) -> None:
+    """Fine-tune G_rendering from G_real on aligned rendered faces (mapping and ToRGB frozen).
+
+    Several GPUs: torchrun --nproc_per_node N -m realface train ...
+    """
+    from realface.train.loop import TrainConfig, Trainer
+
+    cfg = TrainConfig(
+        data=str(data), real=str(real), out=str(resume if resume is not None and out == Path("runs/realface") else out),
+        kimg=kimg, batch=batch, lr=lr, gamma=gamma, sketch_weight=sketch_weight, color_weight=color_weight,
+        sketch_extractor=sketch_extractor, pl_weight=pl_weight, ada=ada, ada_kimg=ada_kimg, xflip=xflip,
+        kimg_per_tick=kimg_per_tick, snap=snap, keep=keep, seed=seed, workers=workers, precision=precision,
+        allow_random_d=allow_random_d, lpips_vgg=None if lpips_vgg is None else str(lpips_vgg),
+    )
+    if dry_run:
+        typer.echo(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+        return
+    rank, world, device = _init_distributed()
+    trainer = Trainer(cfg, device=device, resume=None if resume is None else str(resume))
+    run_dir = trainer.run(progress=progress)
+    if rank == 0:
+        typer.echo(f"done: {trainer.cur_nimg / 1000:.3f} kimg; run folder {run_dir}")
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="A training run folder (or one of its checkpoints)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output G_rendering .safetensors."),
+) -> None:
+    """Write the run's latest G_ema as the G_rendering file that `realface apply --rendering` uses."""
+    from realface.train.loop import export_generator
+
+    export_generator(run, out)
+    typer.echo(f"wrote {out}")
