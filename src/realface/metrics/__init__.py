@@ -1,0 +1,1 @@
+"""Metrics: FID, identity similarity, LPIPS/L2, and the controlled transfer benchmark."""
