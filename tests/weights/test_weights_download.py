@@ -310,3 +310,28 @@ def test_two_processes_download_once_and_both_succeed(file_server, online, home,
     assert dest.read_bytes() == data
     reqs = file_server.requests_for("/shared.bin")
     assert len(reqs) == 1 and reqs[0].status == 200 and reqs[0].bytes_sent == len(data)
+
+
+def test_unresolvable_host_fails_at_once_with_the_manual_route(online, home, monkeypatch):
+    """No DNS (offline machine, blocked network): no retries, and the error says where to put the file."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    calls = []
+
+    def no_dns(request, timeout=None):
+        calls.append(request.full_url)
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_dns)
+    data = payload(100)
+    record = make_record(
+        ("http://weights.example.invalid/a.bin", "http://mirror.example.invalid/a.bin"), data
+    )
+    with pytest.raises(DownloadError) as info:
+        _get(record)
+    assert calls == list(record.download_urls)  # one attempt per URL, no retries
+    msg = str(info.value)
+    assert "cannot resolve the host" in msg and f"realface weights import {record.id}" in msg
+    assert str(cached_file_path(record, home)) in msg

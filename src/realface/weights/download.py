@@ -10,6 +10,7 @@ import logging
 import os
 import random
 import re
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -115,7 +116,11 @@ def _fetch_once(url: str, part: Path, record: WeightRecord, options: DownloadOpt
         if exc.code >= 500 or exc.code in (408, 425, 429):
             raise _Transient(f"HTTP {exc.code} {exc.reason}") from None
         raise _Fatal(f"HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, socket.gaierror):  # the host name does not resolve: no retry helps
+            raise _Fatal(f"cannot resolve the host ({exc.reason})") from None
+        raise _Transient(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
+    except (OSError, http.client.HTTPException) as exc:
         raise _Transient(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
 
     with response:

@@ -37,7 +37,13 @@ from realface.weights.cache import (
     write_anchor,
 )
 from realface.weights.download import DownloadOptions, download_record
-from realface.weights.errors import ChecksumError, ManualDownloadRequired, MissingWeightsError, WeightsError
+from realface.weights.errors import (
+    ChecksumError,
+    DownloadError,
+    ManualDownloadRequired,
+    MissingWeightsError,
+    WeightsError,
+)
 from realface.weights.registry import REGISTRY, WeightRecord, get_record
 
 __all__ = [
@@ -230,6 +236,9 @@ def weight_path(
         try:
             digest = download_record(record, dest, options=options, progress=progress)
             write_anchor(dest, digest)
+        except DownloadError as exc:
+            # No URL worked (offline, firewall, proxy): say how to put the file in place by hand too.
+            raise DownloadError(_missing_message(record, dest, str(exc))) from None
         except OSError as exc:
             raise WeightsError(
                 f"cannot write {record.id!r} into {dest.parent} ({exc}); set REALFACE_HOME to a writable "
