@@ -28,24 +28,11 @@ def _rss_mib() -> float:
 def run_one(res: int, device: str, batch: int, repeats: int, channels_last: bool, impl: str) -> dict:
     import torch
 
-    from realface.nn.stylegan2 import Generator
+    from realface.nn.stylegan2 import Generator, config_f_kwargs
 
     torch.manual_seed(0)
     G = (
-        Generator(
-            z_dim=512,
-            c_dim=0,
-            w_dim=512,
-            img_resolution=res,
-            img_channels=3,
-            mapping_kwargs={"num_layers": 8},
-            synthesis_kwargs={
-                "channel_base": 32768,
-                "channel_max": 512,
-                "num_fp16_res": 4,
-                "conv_clamp": 256,
-            },
-        )
+        Generator(**config_f_kwargs(res, num_fp16_res=4, conv_clamp=256))
         .eval()
         .requires_grad_(False)
         .to(device)

@@ -34,25 +34,12 @@ def build(res: int, device: str):
     import torch
 
     from realface.nn.lpips import load_lpips_vgg
-    from realface.nn.stylegan2 import Generator
+    from realface.nn.stylegan2 import Generator, config_f_kwargs
     from tests._helpers import random_vgg16_file
 
     torch.manual_seed(0)
     G = (
-        Generator(
-            z_dim=512,
-            c_dim=0,
-            w_dim=512,
-            img_resolution=res,
-            img_channels=3,
-            mapping_kwargs={"num_layers": 8},
-            synthesis_kwargs={
-                "channel_base": 32768,
-                "channel_max": 512,
-                "num_fp16_res": 0,
-                "conv_clamp": None,
-            },
-        )
+        Generator(**config_f_kwargs(res, num_fp16_res=0, conv_clamp=None))
         .eval()
         .requires_grad_(False)
         .to(device)

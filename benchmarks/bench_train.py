@@ -28,27 +28,14 @@ def run(res: int, batch: int, iters: int, warmup: int, device: str, precision: s
     from PIL import Image
 
     from realface.checkpoints import save_networks
-    from realface.nn.stylegan2 import Discriminator, Generator
+    from realface.nn.stylegan2 import Discriminator, Generator, config_f_kwargs
     from realface.train.loop import TrainConfig, Trainer
     from tests._helpers import random_vgg16_file
 
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         torch.manual_seed(0)
-        G = Generator(
-            z_dim=512,
-            c_dim=0,
-            w_dim=512,
-            img_resolution=res,
-            img_channels=3,
-            mapping_kwargs={"num_layers": 8},
-            synthesis_kwargs={
-                "channel_base": 32768,
-                "channel_max": 512,
-                "num_fp16_res": 0,
-                "conv_clamp": 256,
-            },
-        )
+        G = Generator(**config_f_kwargs(res, num_fp16_res=0, conv_clamp=256))
         D = Discriminator(
             c_dim=0,
             img_resolution=res,

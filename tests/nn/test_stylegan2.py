@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from realface.nn.stylegan2 import Discriminator, Generator
+from realface.nn.stylegan2 import Discriminator, Generator, config_f_kwargs
 from tests._helpers import tiny_discriminator, tiny_generator
 
 
@@ -37,6 +37,7 @@ def test_ffhq1024_names_shapes_and_counts():
             epilogue_kwargs={"mbstd_group_size": 4},
         )
     sd = G.state_dict()
+    assert G.init_kwargs == config_f_kwargs(1024, num_fp16_res=4, conv_clamp=256)
     assert len(sd) == 182
     assert sum(1 for _ in G.parameters()) == 138
     assert sum(p.numel() for p in G.parameters()) == 30_370_060

@@ -45,9 +45,26 @@ __all__ = [
     "MinibatchStdLayer",
     "DiscriminatorEpilogue",
     "Discriminator",
+    "config_f_kwargs",
 ]
 
 NOISE_MODES = ("random", "const", "none")
+
+
+def config_f_kwargs(resolution: int = 1024, num_fp16_res: int = 0, conv_clamp: float | None = 256) -> dict:
+    """Constructor kwargs of the StyleGAN2 config-f generator (the FFHQ networks): z/w 512, 8 mapping
+    layers, channel_base 32768, channel_max 512 (reference/stylegan2-ada.md §A2)."""
+    return dict(
+        z_dim=512,
+        c_dim=0,
+        w_dim=512,
+        img_resolution=resolution,
+        img_channels=3,
+        mapping_kwargs={"num_layers": 8},
+        synthesis_kwargs=dict(
+            channel_base=32768, channel_max=512, num_fp16_res=num_fp16_res, conv_clamp=conv_clamp
+        ),
+    )
 
 
 def _block_dtype(use_fp16: bool, force_fp32: bool, device: torch.device) -> torch.dtype:
