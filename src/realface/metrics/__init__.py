@@ -1,1 +1,91 @@
-"""Metrics: FID, identity similarity, LPIPS/L2, and the controlled transfer benchmark."""
+"""Metrics: FID, identity similarity, LPIPS/L2, and the controlled transfer benchmark.
+
+:data:`METRICS` names every metric as upstream does, the protocol in the name (``fid50k_full``: 50 000
+generated images against the full reference set), and says how it is computed; reports carry these
+names. The implementations live in :mod:`realface.metrics.fid`, :mod:`realface.metrics.identity` and
+:mod:`realface.metrics.similarity`; ``realface eval`` is their command-line front end. The controlled
+transfer benchmark is :mod:`realface.metrics.transfer` (``realface bench transfer``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["MetricInfo", "METRICS", "register_metric"]
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """A registered metric.
+
+    Attributes:
+        name: the name reports use (``fid50k_full``, ``identity_dlib``, …).
+        kind: ``"set"`` (compares two distributions) or ``"pair"`` (averages over matched image pairs).
+        lower_is_better: the direction of improvement.
+        protocol: one line stating how the number is computed.
+        module: the module that implements it.
+    """
+
+    name: str
+    kind: Literal["set", "pair"]
+    lower_is_better: bool
+    protocol: str
+    module: str
+
+
+METRICS: dict[str, MetricInfo] = {}
+"""Every metric by name."""
+
+
+def register_metric(info: MetricInfo) -> MetricInfo:
+    if info.name in METRICS:
+        raise ValueError(f"metric {info.name!r} registered twice")
+    METRICS[info.name] = info
+    return info
+
+
+_FID = (
+    "pytorch-fid Inception-v3 pool3 (pt_inception-2015-12-05), bilinear resize to 299, [0,1]->[-1,1]; "
+    "Frechet distance of the feature Gaussians"
+)
+register_metric(
+    MetricInfo("fid_full", "set", True, f"{_FID}; every image of both folders", "realface.metrics.fid")
+)
+register_metric(
+    MetricInfo(
+        "fid50k_full",
+        "set",
+        True,
+        f"{_FID}; 50000 images of the generator (seeds 0-49999, psi 1) against every image of the folder",
+        "realface.metrics.fid",
+    )
+)
+register_metric(
+    MetricInfo(
+        "identity_dlib",
+        "pair",
+        False,
+        "dlib ResNet 128-d embedding of 150px chips aligned on 5 landmarks; cosine similarity, "
+        "Euclidean distance, same person when distance < 0.6",
+        "realface.metrics.identity",
+    )
+)
+register_metric(
+    MetricInfo(
+        "lpips_vgg256",
+        "pair",
+        True,
+        "LPIPS-VGG v0.1 of both images resized to 256x256, [-1,1]",
+        "realface.metrics.similarity",
+    )
+)
+register_metric(
+    MetricInfo(
+        "l2_256",
+        "pair",
+        True,
+        "mean squared error of both images resized to 256x256, in [-1,1]",
+        "realface.metrics.similarity",
+    )
+)
