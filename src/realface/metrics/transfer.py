@@ -50,7 +50,7 @@ class TransferBenchConfig:
     train_images: int = 256
     kimg: float = 2.0
     batch: int = 8
-    steps: int = 300
+    steps: int = 200
     held_out: int = 8
     truncation: float = 0.7
     seed: int = 0
