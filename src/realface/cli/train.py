@@ -35,8 +35,12 @@ def _init_distributed() -> tuple[int, int, str]:
 
 @app.command()
 def train(
-    data: Path = typer.Option(..., "--data", help="Folder or .zip of aligned rendered faces (StyleGAN2-ADA layout)."),
-    real: str = typer.Option(..., "--real", help="G_real checkpoint (official .pkl with G/D/G_ema, or realface)."),
+    data: Path = typer.Option(
+        ..., "--data", help="Folder or .zip of aligned rendered faces (StyleGAN2-ADA layout)."
+    ),
+    real: str = typer.Option(
+        ..., "--real", help="G_real checkpoint (official .pkl with G/D/G_ema, or realface)."
+    ),
     out: Path = typer.Option(Path("runs/realface"), "--out", help="Run folder."),
     kimg: float = typer.Option(40.0, "--kimg", help="Training length in thousands of images (paper: 40)."),
     batch: int = typer.Option(32, "--batch", help="Global batch size (split over processes)."),
@@ -68,11 +72,28 @@ def train(
     from realface.train.loop import TrainConfig, Trainer
 
     cfg = TrainConfig(
-        data=str(data), real=str(real), out=str(resume if resume is not None and out == Path("runs/realface") else out),
-        kimg=kimg, batch=batch, lr=lr, gamma=gamma, sketch_weight=sketch_weight, color_weight=color_weight,
-        sketch_extractor=sketch_extractor, pl_weight=pl_weight, ada=ada, ada_kimg=ada_kimg, xflip=xflip,
-        kimg_per_tick=kimg_per_tick, snap=snap, keep=keep, seed=seed, workers=workers, precision=precision,
-        allow_random_d=allow_random_d, lpips_vgg=None if lpips_vgg is None else str(lpips_vgg),
+        data=str(data),
+        real=str(real),
+        out=str(resume if resume is not None and out == Path("runs/realface") else out),
+        kimg=kimg,
+        batch=batch,
+        lr=lr,
+        gamma=gamma,
+        sketch_weight=sketch_weight,
+        color_weight=color_weight,
+        sketch_extractor=sketch_extractor,
+        pl_weight=pl_weight,
+        ada=ada,
+        ada_kimg=ada_kimg,
+        xflip=xflip,
+        kimg_per_tick=kimg_per_tick,
+        snap=snap,
+        keep=keep,
+        seed=seed,
+        workers=workers,
+        precision=precision,
+        allow_random_d=allow_random_d,
+        lpips_vgg=None if lpips_vgg is None else str(lpips_vgg),
     )
     if dry_run:
         typer.echo(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
