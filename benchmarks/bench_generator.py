@@ -72,6 +72,9 @@ def run_one(res: int, device: str, batch: int, repeats: int, channels_last: bool
 
 
 def main() -> None:
+    from realface.utils.memory import keep_freed_memory
+
+    keep_freed_memory()  # as the realface command does
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--res", type=int, nargs="+", default=[256, 1024])
     ap.add_argument("--device", default="cpu")

@@ -117,6 +117,9 @@ def quality(steps: int, fine_steps: int, seeds: int) -> None:
 
 
 def main() -> None:
+    from realface.utils.memory import keep_freed_memory
+
+    keep_freed_memory()  # as the realface command does
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--res", type=int, nargs="+", default=[256, 1024])
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 4])

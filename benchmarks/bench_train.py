@@ -88,6 +88,9 @@ def run(res: int, batch: int, iters: int, warmup: int, device: str, precision: s
 
 
 def main() -> None:
+    from realface.utils.memory import keep_freed_memory
+
+    keep_freed_memory()  # as the realface command does
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--res", type=int, nargs="+", default=[256, 1024])
     ap.add_argument(

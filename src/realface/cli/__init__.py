@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     Usage errors are reported by Typer itself (exit status 2); a :class:`RealFaceError` from the
     library becomes ``error: <message>`` on stderr and exit status 1, never a traceback.
     """
+    from realface.utils.memory import keep_freed_memory
+
+    keep_freed_memory()  # large CPU buffers are reused instead of re-faulted (see realface.utils.memory)
     _load_commands()
     try:
         app(args=argv, prog_name="realface")
