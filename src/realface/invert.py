@@ -82,7 +82,7 @@ class InvertConfig:
     w_avg_samples: int = 10000
     loss_resolution: int = 256
     coarse_to_fine: bool = False
-    coarse_resolution: int = 256
+    coarse_resolution: int = 128
     fine_steps: int = 50
     early_stop_patience: int | None = None
     early_stop_tol: float = 1e-3

@@ -76,7 +76,7 @@ def apply(
     coarse_to_fine: bool = typer.Option(
         False, "--coarse-to-fine/--full-resolution", help="Most steps at low resolution (much faster on CPU)."
     ),
-    coarse_resolution: int = typer.Option(256, "--coarse-resolution", help="Resolution of the coarse steps."),
+    coarse_resolution: int = typer.Option(128, "--coarse-resolution", help="Resolution of the coarse steps."),
     fine_steps: int = typer.Option(
         50, "--fine-steps", help="Full-resolution steps at the end (coarse-to-fine)."
     ),
@@ -203,7 +203,7 @@ def invert(
     coarse_to_fine: bool = typer.Option(
         False, "--coarse-to-fine/--full-resolution", help="Coarse steps first."
     ),
-    coarse_resolution: int = typer.Option(256, "--coarse-resolution", help="Resolution of the coarse steps."),
+    coarse_resolution: int = typer.Option(128, "--coarse-resolution", help="Resolution of the coarse steps."),
     fine_steps: int = typer.Option(50, "--fine-steps", help="Full-resolution steps at the end."),
     early_stop: int = typer.Option(None, "--early-stop", help="Stop after N steps without improvement."),
     optimize_noise: bool = typer.Option(
