@@ -50,6 +50,7 @@ from torch import nn
 
 from realface.errors import CheckpointError
 from realface.nn.resize import area_downsample
+from realface.utils.state import state_dict_mismatch
 
 __all__ = ["LPIPS", "LPIPSFeatures", "VGG16Trunk", "load_lpips_vgg", "TAP_INDICES", "TAP_CHANNELS"]
 
@@ -261,18 +262,9 @@ class LPIPS(nn.Module):
         are ignored). The ``features`` subset must match key for key and shape for shape."""
         expected = self.net.state_dict()
         given = {k: v for k, v in state.items() if k.startswith("features.")}
-        missing = sorted(set(expected) - set(given))
-        unexpected = sorted(set(given) - set(expected))
-        wrong = [
-            f"{k} {tuple(given[k].shape)} != {tuple(v.shape)}"
-            for k, v in expected.items()
-            if k in given and tuple(given[k].shape) != tuple(v.shape)
-        ]
-        if missing or unexpected or wrong:
-            raise CheckpointError(
-                f"{source}: not a torchvision VGG16 state dict (missing {missing[:3]}, unexpected "
-                f"{unexpected[:3]}, wrong shapes {wrong[:3]})"
-            )
+        problem = state_dict_mismatch(expected, given)
+        if problem:
+            raise CheckpointError(f"{source}: not a torchvision VGG16 state dict ({problem})")
         ignored = len(state) - len(given)
         if ignored:
             log.debug("%s: ignoring %d non-feature tensors (classifier)", source, ignored)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from realface.errors import CheckpointError
+from realface.utils.state import state_dict_mismatch
 
 __all__ = ["BiSeNet", "LABELS", "FACE_LABELS", "SKIN_LABELS", "load_bisenet", "preprocess"]
 
@@ -202,17 +203,8 @@ def load_bisenet(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         raise CheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
     model = BiSeNet(19)
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [
-        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or wrong:
-        raise CheckpointError(
-            f"{path}: not a BiSeNet face-parsing checkpoint (missing {missing[:3]}, unexpected "
-            f"{unexpected[:3]}, wrong shapes {wrong[:3]})"
-        )
+    problem = state_dict_mismatch(expected, state, optional=lambda k: k.endswith("num_batches_tracked"))
+    if problem:
+        raise CheckpointError(f"{path}: not a BiSeNet face-parsing checkpoint ({problem})")
     model.load_state_dict(state, strict=False)
     return model.eval().requires_grad_(False).to(device)
