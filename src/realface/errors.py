@@ -33,3 +33,12 @@ class FaceError(RealFaceError):
 
 class ConfigError(RealFaceError):
     """A combination of options is invalid."""
+
+
+class Cancelled(KeyboardInterrupt):
+    """A job was stopped at the user's request (the web UI's Cancel button).
+
+    It derives from :class:`KeyboardInterrupt` on purpose: everything that handles Ctrl-C handles a
+    cancel the same way. The catalogue runner stops between manifest records, the interrupted image
+    keeps its ``started`` record and runs again on the next run, and no partial output is left.
+    """

@@ -64,6 +64,8 @@ __all__ = [
     "ImageResult",
     "RealFace",
     "transfer",
+    "run_info",
+    "run_catalogue",
     "save_latent",
     "load_latent",
 ]
@@ -259,13 +261,26 @@ class RealFace:
 
     # ---------------------------------------------------------------------------------------------
 
-    def find_faces(self, image: LoadedImage) -> list[Face]:
+    def find_faces(self, image: LoadedImage, select: Sequence[int] | None = None) -> list[Face]:
+        """The image's faces, largest first, restricted to ``select`` (indices into that order) when
+        given, else to ``config.face_index`` when set.
+
+        Raises:
+            FaceError: no face found, or a requested index is absent.
+        """
         faces = find_faces(image.rgb8(), self.config.detect, source=str(image.path))
-        idx = self.config.face_index
-        if idx is not None:
-            if idx >= len(faces):
-                raise FaceError(f"{image.path}: face index {idx} requested but {len(faces)} face(s) found")
-            faces = [faces[idx]]
+        if select is None and self.config.face_index is not None:
+            select = [self.config.face_index]
+        if select is not None:
+            missing = [i for i in select if not 0 <= i < len(faces)]
+            if missing:
+                raise FaceError(
+                    f"{image.path}: face index {', '.join(map(str, missing))} requested but "
+                    f"{len(faces)} face(s) found"
+                )
+            if not select:
+                raise FaceError(f"{image.path}: no face selected")
+            faces = [faces[i] for i in dict.fromkeys(select)]
         return faces
 
     def invert_faces(
@@ -294,10 +309,14 @@ class RealFace:
         )
 
     def process(
-        self, image: LoadedImage, progress: Callable[[int, int, torch.Tensor], None] | None = None
+        self,
+        image: LoadedImage,
+        progress: Callable[[int, int, torch.Tensor], None] | None = None,
+        faces: Sequence[int] | None = None,
     ) -> ImageResult:
-        """All faces of one image: returns the composite and per-face results (nothing is written)."""
-        faces = self.find_faces(image)
+        """All faces of one image (or the ``faces`` indices of :meth:`find_faces`'s order): returns the
+        composite and per-face results; nothing is written."""
+        faces = self.find_faces(image, faces)
         rgb = image.rgb8() if image.bit_depth == 8 else image.rgb_float()
         aligned = [self._align(rgb, f) for f in faces]
         crops = np.stack([a.image for a in aligned]).astype(np.float32)  # [F, R, R, 3]
@@ -337,9 +356,14 @@ class RealFace:
         if dst.exists() and dst.resolve() == src.resolve():
             raise ConfigError(f"{dst}: refusing to overwrite the input image")
         image = load_image(src, max_pixels=self.config.max_pixels)
-        result = self.process(image, progress)
+        return self.write_outputs(self.process(image, progress), dst)
+
+    def write_outputs(self, result: ImageResult, dst: str | os.PathLike) -> list[Path]:
+        """Write the composite to ``dst`` (format from its suffix, else the input's) and the extras of
+        ``config.save`` beside it (``<stem>_face<i>_<kind>``), each atomically. Returns every path."""
+        dst = Path(dst)
         written = self._write_extras(result, dst)
-        written.append(save_image(result.image, dst, format=format_for_path(dst) or image.format))
+        written.append(save_image(result.image, dst, format=format_for_path(dst) or result.image.format))
         return written
 
     def _write_extras(self, result: ImageResult, dst: Path) -> list[Path]:
@@ -394,3 +418,68 @@ class RealFace:
         """The final composite re-aligned to the face's crop (for the comparison sheet)."""
         rgb = image.rgb8() if image.bit_depth == 8 else image.rgb_float()
         return self._align(rgb, fr.face).to_uint8()
+
+
+# --- catalogues -------------------------------------------------------------------------------------
+
+StepCallback = Callable[[int, int, torch.Tensor], None]
+
+
+def run_info(real: str | os.PathLike, rendering: str | os.PathLike | None, config: ApplyConfig) -> dict:
+    """What decides a catalogue's outputs: the two generators and the config (saved as ``config.json``;
+    its :func:`realface.batch.hash_config` tells which finished images are still valid). The command
+    line and the web UI build it the same way, so either can resume the other's run."""
+    return {
+        "real": str(real),
+        "rendering": None if rendering is None else str(rendering),
+        "mode": "baseline" if rendering is None else "transfer",
+        "config": json.loads(config.to_json()),
+    }
+
+
+def run_catalogue(
+    job: RealFace,
+    inputs: Sequence[str | os.PathLike],
+    outdir: str | os.PathLike,
+    info: dict,
+    *,
+    suffix: str | None = None,
+    progress: bool = True,
+    stop_on_error: bool = False,
+    step_callback: Callable[[Any], tuple[StepCallback | None, Callable[[], None]]] | None = None,
+):
+    """Run ``job`` over images and folders (searched recursively) into ``outdir`` with the resumable
+    manifest of :func:`realface.batch.run_batch`; returns its :class:`~realface.batch.BatchSummary`.
+
+    ``info``: :func:`run_info` of the job (written to ``outdir/config.json``; its hash keys the
+    manifest). ``suffix``: output format as an extension (``.png``), default the input's.
+    ``step_callback(ctx)`` gives each image a per-step callback and a function called when the image
+    ends (progress bars, cancellation); raising :class:`realface.errors.Cancelled` from the callback
+    stops the run like Ctrl-C.
+    """
+    from realface.batch import collect_inputs, hash_config, run_batch
+    from realface.utils.fs import atomic_write_text
+
+    out = Path(outdir)
+    items = collect_inputs(list(inputs), exclude=[out])
+    roots = [Path(p) for p in inputs if Path(p).is_dir()]
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+    def process(path: Path, ctx) -> list[Path]:
+        callback, close = step_callback(ctx) if step_callback is not None else (None, lambda: None)
+        try:
+            return job.run_file(path, ctx.output, progress=callback)
+        finally:
+            close()
+
+    return run_batch(
+        items,
+        process,
+        out,
+        config_hash=hash_config(info),
+        roots=roots,
+        suffix=suffix,
+        progress=progress,
+        stop_on_error=stop_on_error,
+    )

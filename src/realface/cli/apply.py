@@ -120,11 +120,9 @@ def apply(
     Resumable: outputs and OUT/manifest.jsonl record each image; a rerun skips finished images. Exit
     status 1 if any image failed (each failure is listed in the summary and the manifest).
     """
-    from realface.batch import collect_inputs, hash_config, run_batch
     from realface.face import BlendConfig, MaskConfig
-    from realface.pipeline import ApplyConfig, RealFace, SaveOptions
+    from realface.pipeline import ApplyConfig, RealFace, SaveOptions, run_catalogue, run_info
     from realface.utils.device import resolve_device
-    from realface.utils.fs import atomic_write_text
 
     try:
         mask_cfg = MaskConfig(kind=mask)  # type: ignore[arg-type]
@@ -147,17 +145,13 @@ def apply(
     suffix = None
     if out_format:
         suffix = "." + out_format.lower().lstrip(".").replace("jpeg", "jpg")
-    run_info = {
-        "real": str(real),
-        "rendering": None if rendering is None else str(rendering),
-        "mode": "baseline" if rendering is None else "transfer",
-        "config": json.loads(cfg.to_json()),
-    }
+    info = run_info(real, rendering, cfg)
     if dry_run:
-        typer.echo(json.dumps(run_info, indent=2, sort_keys=True))
+        typer.echo(json.dumps(info, indent=2, sort_keys=True))
         return
-    items = collect_inputs(inputs, exclude=[outdir])
-    roots = [p for p in inputs if p.is_dir()]
+    from realface.batch import collect_inputs
+
+    collect_inputs(inputs, exclude=[outdir])  # a missing input stops the run before any model is loaded
     dev = resolve_device(device)
     # Load everything before the first image, so missing weights stop the run at once.
     from realface.checkpoints import load_generator
@@ -165,25 +159,15 @@ def apply(
     G_real = load_generator(real, device=dev)
     G_rendering = load_generator(rendering, device=dev) if rendering is not None else None
     job = RealFace(G_real, G_rendering, _load_lpips(lpips_vgg, dev), cfg, device=dev)
-    outdir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(outdir / "config.json", json.dumps(run_info, indent=2, sort_keys=True) + "\n")
-
-    def process(path: Path, ctx) -> list[Path]:
-        callback, close = _step_bar(progress, ctx.key)
-        try:
-            return job.run_file(path, ctx.output, progress=callback)
-        finally:
-            close()
-
-    summary = run_batch(
-        items,
-        process,
+    summary = run_catalogue(
+        job,
+        inputs,
         outdir,
-        config_hash=hash_config(run_info),
-        roots=roots,
+        info,
         suffix=suffix,
         progress=progress,
         stop_on_error=stop_on_error,
+        step_callback=lambda ctx: _step_bar(progress, ctx.key),
     )
     typer.echo(summary.format())
     if summary.exit_code:

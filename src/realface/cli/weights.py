@@ -16,6 +16,7 @@ from realface.weights import (
     licence_line,
     locate,
     sha256_file,
+    size_short,
     verify_weight,
     weight_path,
 )
@@ -33,22 +34,6 @@ _CACHE_OPT = typer.Option(
     "--cache-dir",
     help="Cache root (default: $REALFACE_HOME, else $XDG_CACHE_HOME/realface, else ~/.cache/realface).",
 )
-
-
-def _size(record) -> str:
-    if record.size is not None:
-        return _human(record.size)
-    if record.approx_size is not None:
-        return "~" + _human(record.approx_size)
-    return "?"
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
 
 
 @weights_app.command("list")
@@ -71,7 +56,7 @@ def list_cmd(cache: Path | None = _CACHE_OPT) -> None:
         if not record.pinned:
             notes.append("unpinned")
         note = f"  ({', '.join(notes)})" if notes else ""
-        typer.echo(f"{record.id:<{width}}  {_size(record):>9}  {status:<8}  {path}")
+        typer.echo(f"{record.id:<{width}}  {size_short(record):>9}  {status:<8}  {path}")
         typer.echo(f"{'':<{width}}  {licence_line(record)}{note}")
 
 

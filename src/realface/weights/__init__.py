@@ -28,6 +28,7 @@ from realface.weights.store import (
     import_weight,
     licence_line,
     locate,
+    size_short,
     verify_weight,
     weight_path,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "converted_path",
     "converted_generator_path",
     "licence_line",
+    "size_short",
     "DownloadOptions",
     "WeightsError",
     "MissingWeightsError",

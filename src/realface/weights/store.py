@@ -72,6 +72,20 @@ def _size_text(record: WeightRecord) -> str:
     return _fmt_size(record.approx_size, exact=False)
 
 
+def size_short(record: WeightRecord) -> str:
+    """A short size for tables: ``548.1 MB``, ``~364.0 MB`` (approximate) or ``?``."""
+    n = record.size if record.size is not None else record.approx_size
+    if n is None:
+        return "?"
+    text = f"{n} B"
+    for unit in ("KB", "MB", "GB"):
+        if n < 1000:
+            break
+        n /= 1000
+        text = f"{n:.1f} {unit}"
+    return text if record.size is not None else "~" + text
+
+
 def licence_line(record: WeightRecord) -> str:
     """``licence: …`` with a NON-COMMERCIAL flag where the terms exclude commercial use."""
     flag = " [NON-COMMERCIAL]" if record.non_commercial else ""
