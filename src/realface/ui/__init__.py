@@ -1,0 +1,25 @@
+"""``realface ui``: a local web page to try the main job on one or a few apparel renders, run a folder
+as a resumable batch, and see which weights are present.
+
+:mod:`realface.ui.jobs` holds the work (no web code, tested directly); :mod:`realface.ui.app` lays out
+the Gradio page. Gradio is an optional dependency (``pip install 'realface[ui]'``); it is imported
+only when the page is built.
+"""
+
+from realface.ui.jobs import Settings, UIConfig
+
+__all__ = ["UIConfig", "Settings", "launch", "build_app"]
+
+
+def launch(config: UIConfig, block: bool = True):
+    """Serve the page (see :func:`realface.ui.app.launch`)."""
+    from realface.ui.app import launch as _launch
+
+    return _launch(config, block=block)
+
+
+def build_app(config: UIConfig):
+    """The Gradio Blocks of the page, not launched (see :func:`realface.ui.app.build_app`)."""
+    from realface.ui.app import build_app as _build
+
+    return _build(config)

@@ -1,0 +1,470 @@
+"""The Gradio page of ``realface ui``: layout and event wiring only (the work is in :mod:`realface.ui.jobs`).
+
+Safety defaults: bound to 127.0.0.1, no public share link, Gradio's analytics and version check off,
+system fonts only (nothing is fetched from the internet, by the server or by the browser), uploads
+limited in bytes (``max_upload_mb``), count and pixels, and only files below the app's working
+folder are served.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from realface.errors import Cancelled, ConfigError, RealFaceError
+from realface.ui.jobs import (
+    OUTPUT_FORMATS,
+    ImageRun,
+    JobRegistry,
+    ModelStore,
+    Settings,
+    UIConfig,
+    Workspace,
+    detect_preview,
+    face_choice,
+    fetch_weight,
+    manifest_rows,
+    missing_models,
+    parse_selection,
+    readable_error,
+    resolve_batch_folder,
+    run_folder,
+    run_images,
+    run_in_thread,
+    weights_rows,
+)
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.4
+WEIGHT_HEADERS = ["id", "status", "size", "licence", "used for", "path, or how to get it"]
+MANIFEST_HEADERS = ["item", "status", "seconds", "outputs / error"]
+SETTING_NAMES = (
+    "rendering",
+    "steps",
+    "coarse_to_fine",
+    "coarse_resolution",
+    "fine_steps",
+    "mask",
+    "feather",
+    "color_correct",
+    "seed",
+    "out_format",
+)
+
+CSS = """
+#status, #batch-status { min-height: 2.5em; }
+.realface-error { color: #b91c1c; }
+"""
+
+
+def _import_gradio(workspace: Workspace):
+    """Import Gradio with its uploads kept in the app's folder and its analytics off."""
+    os.environ["GRADIO_TEMP_DIR"] = str(workspace.uploads)
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ.setdefault("GRADIO_SSR_MODE", "False")
+    try:
+        import gradio as gr
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise RealFaceError(
+            f"the web UI needs Gradio ({exc}); install it with `pip install 'realface[ui]'`"
+        ) from None
+    return gr
+
+
+def _error_md(message: str) -> str:
+    return f'<span class="realface-error">**Error:** {_escape(message)}</span>'
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _paths(files: Any) -> list[str]:
+    """Upload component value -> file paths (Gradio gives str paths or objects with ``.name``)."""
+    if not files:
+        return []
+    if not isinstance(files, (list, tuple)):
+        files = [files]
+    return [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in files]
+
+
+def build_app(config: UIConfig):
+    """The page as a ``gr.Blocks`` (not yet launched). Returns ``(blocks, theme, workspace)``."""
+    workspace = Workspace(config.workdir)
+    gr = _import_gradio(workspace)
+    store = ModelStore(config)
+    jobs = JobRegistry()
+
+    def settings_from(values) -> Settings:
+        return Settings.from_page(**dict(zip(SETTING_NAMES, values, strict=True)))
+
+    # ---- handlers: each returns readable messages, never raises a traceback into the page ----------
+
+    def on_upload(files):
+        paths = _paths(files)
+        if not paths:
+            return (
+                [],
+                gr.update(choices=[], value=[]),
+                "Upload one or more apparel renders (JPEG, PNG, WebP, TIFF).",
+            )
+        try:
+            detections = detect_preview(paths, workspace, config)
+        except Exception as exc:  # noqa: BLE001 - shown in the page
+            return [], gr.update(choices=[], value=[]), _error_md(readable_error(exc))
+        gallery, choices, notes = [], [], []
+        for i, d in enumerate(detections):
+            if d.error:
+                notes.append(_error_md(d.error))
+                continue
+            gallery.append((str(d.preview), f"{d.name}: {len(d.labels)} face(s)"))
+            choices += [(label, face_choice(i, j)) for j, label in enumerate(d.labels)]
+        found = sum(len(d.labels) for d in detections)
+        head = f"{found} face(s) found in {len(detections) - len(notes)} of {len(detections)} image(s)."
+        if found:
+            head += " Untick the faces to leave as they are, then press **Run**."
+        return gallery, gr.update(choices=choices, value=[v for _, v in choices]), "\n\n".join([head, *notes])
+
+    def show_result(results: list[dict], pick):
+        if not results:
+            return None, [], []
+        index = int(pick) if pick is not None and str(pick).isdigit() and int(pick) < len(results) else 0
+        r = results[index]
+        if r["error"]:
+            return None, [], []
+        before_after = (r["source"], r["preview"])
+        return before_after, [(p, c) for p, c in r["faces"]], r["downloads"]
+
+    def on_run(files, faces, *values):
+        """Generator: yields (status, job id, picker, before/after, faces, downloads, results)."""
+        no = gr.skip()
+        paths = _paths(files)
+        try:
+            settings = settings_from(values)
+            if not paths:
+                raise ConfigError("upload an image first")
+            selection = parse_selection(faces or [], len(paths))
+        except Exception as exc:  # noqa: BLE001
+            yield _error_md(readable_error(exc)), "", no, no, no, no, no
+            return
+        job = jobs.new()
+        thread, box = run_in_thread(
+            lambda: run_images(job, store, workspace, config, settings, paths, selection)
+        )
+        try:
+            yield job.status(), job.id, no, no, no, no, no
+            while thread.is_alive():
+                thread.join(POLL_SECONDS)
+                yield job.status(), job.id, no, no, no, no, no
+        finally:
+            if thread.is_alive():  # the page went away: stop the work too
+                job.cancel()
+            jobs.finish(job)
+        if "error" in box:
+            exc = box["error"]
+            if isinstance(exc, Cancelled):
+                yield "**Cancelled.** Nothing was written for the unfinished image.", "", no, no, no, no, no
+            else:
+                yield _error_md(readable_error(exc)), "", no, no, no, no, no
+            return
+        run_dir, runs = box["result"]
+        results = [r.to_dict() for r in runs]
+        lines = [_summary(runs, time.monotonic() - job.started, run_dir)]
+        lines += [_error_md(f"{r.name}: {r.error}") for r in runs if r.error]
+        ok = [i for i, r in enumerate(runs) if r.error is None]
+        picker = gr.update(choices=[(runs[i].name, str(i)) for i in ok], value=str(ok[0]) if ok else None)
+        shown = show_result(results, ok[0] if ok else None)
+        yield "\n\n".join(lines), "", picker, *shown, results
+
+    def on_cancel(job_id):
+        job = jobs.get(job_id)
+        if job is None:
+            return "Nothing is running."
+        job.cancel()
+        return "**Cancelling** at the next step…"
+
+    def on_batch(in_text, out_text, *values):
+        no = gr.skip()
+        try:
+            settings = settings_from(values)
+            root = config.batch_folder
+            in_dir = resolve_batch_folder(root, in_text, "input folder", must_exist=True)
+            out_dir = resolve_batch_folder(root, out_text, "output folder", must_exist=False)
+        except Exception as exc:  # noqa: BLE001
+            yield _error_md(readable_error(exc)), "", no
+            return
+        job = jobs.new()
+        thread, box = run_in_thread(lambda: run_folder(job, store, config, settings, in_dir, out_dir))
+        try:
+            yield job.status(), job.id, no
+            while thread.is_alive():
+                thread.join(POLL_SECONDS)
+                yield job.status(), job.id, no
+        finally:
+            if thread.is_alive():
+                job.cancel()
+            jobs.finish(job)
+        rows = manifest_rows(out_dir)
+        if "error" in box:
+            yield _error_md(readable_error(box["error"])), "", rows
+            return
+        summary = box["result"]
+        text = _escape(summary.format()).replace("\n", "  \n")
+        if summary.interrupted:
+            text = "**Cancelled.** Run the batch again to continue where it stopped.  \n" + text
+        yield text, "", rows
+
+    def on_weights_refresh():
+        return weights_rows()
+
+    def on_fetch(weight_id):
+        try:
+            if not weight_id:
+                raise ConfigError("choose a weight first")
+            message = f"Fetched {fetch_weight(weight_id)}"
+        except Exception as exc:  # noqa: BLE001
+            message = _error_md(readable_error(exc))
+        return message, weights_rows()
+
+    # ---- layout -------------------------------------------------------------------------------------
+
+    # Gradio's copies of uploads and results older than a week are deleted (checked hourly).
+    with gr.Blocks(title="realface", analytics_enabled=False, delete_cache=(3600, 7 * 86400)) as blocks:
+        gr.Markdown(
+            "# realface\nReplace the CG faces of apparel renders with photo-realistic faces of the same "
+            "identity. Every pixel outside the faces stays as it was."
+        )
+        gr.Markdown(_mode_line(config, store), elem_id="mode")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=300):
+                gr.Markdown("### Settings")
+                choices = store.rendering_choices()
+                rendering = gr.Dropdown(
+                    choices=choices,
+                    value=store.default_rendering(),
+                    label="G_rendering checkpoint",
+                    info="Your fine-tuned rendering-style generator (`realface train`, `realface export`).",
+                    elem_id="rendering",
+                )
+                steps = gr.Number(
+                    value=500, precision=0, minimum=1, maximum=5000, label="Steps", elem_id="steps"
+                )
+                coarse = gr.Checkbox(
+                    value=True,
+                    label="Coarse-to-fine (most steps at low resolution; much faster on a CPU)",
+                    elem_id="coarse",
+                )
+                coarse_res = gr.Dropdown(
+                    choices=[64, 128, 256, 512], value=128, label="Coarse resolution", elem_id="coarse-res"
+                )
+                fine_steps = gr.Number(
+                    value=50,
+                    precision=0,
+                    minimum=0,
+                    maximum=5000,
+                    label="Full-resolution steps at the end",
+                    elem_id="fine-steps",
+                )
+                mask = gr.Radio(
+                    choices=["auto", "landmarks", "parsing"],
+                    value="auto",
+                    label="Mask",
+                    elem_id="mask",
+                    info="parsing needs the bisenet-79999 weights; auto uses them when present",
+                )
+                feather = gr.Slider(
+                    minimum=0.0,
+                    maximum=0.05,
+                    step=0.002,
+                    value=0.012,
+                    label="Feather (fraction of face size)",
+                    elem_id="feather",
+                )
+                color = gr.Checkbox(value=True, label="Colour matching (Lab)", elem_id="color")
+                seed = gr.Number(value=303, precision=0, label="Seed", elem_id="seed")
+                out_format = gr.Radio(
+                    choices=[
+                        ("same as input", "input"),
+                        ("PNG (lossless)", "png"),
+                        ("JPEG", "jpg"),
+                        ("WebP", "webp"),
+                    ],
+                    value="input",
+                    label="Output format",
+                    elem_id="format",
+                )
+                assert [v for _, v in out_format.choices] == list(OUTPUT_FORMATS)
+                settings = [
+                    rendering,
+                    steps,
+                    coarse,
+                    coarse_res,
+                    fine_steps,
+                    mask,
+                    feather,
+                    color,
+                    seed,
+                    out_format,
+                ]
+            with gr.Column(scale=3):
+                with gr.Tabs():
+                    with gr.Tab("Image", id="image"):
+                        with gr.Row():
+                            with gr.Column(scale=1):
+                                upload = gr.File(
+                                    file_count="multiple",
+                                    file_types=["image"],
+                                    label=f"Apparel renders (up to {config.max_images}, {config.max_upload_mb} MB each)",
+                                    elem_id="upload",
+                                )
+                                detected = gr.Gallery(
+                                    label="Detected faces", columns=2, height=320, elem_id="detected"
+                                )
+                                faces = gr.CheckboxGroup(label="Faces to replace", elem_id="faces")
+                                with gr.Row():
+                                    run = gr.Button("Run", variant="primary", elem_id="run")
+                                    cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
+                            with gr.Column(scale=2):
+                                status = gr.Markdown(
+                                    "Upload one or more apparel renders (JPEG, PNG, WebP, TIFF).",
+                                    elem_id="status",
+                                )
+                                pick = gr.Dropdown(label="Result", choices=[], elem_id="result-pick")
+                                before_after = gr.ImageSlider(
+                                    label="Before / after", type="filepath", elem_id="before-after"
+                                )
+                                face_tiles = gr.Gallery(
+                                    label="Per face: input · reconstruction · realistic",
+                                    columns=3,
+                                    elem_id="face-tiles",
+                                )
+                                downloads = gr.File(
+                                    label="Downloads (full resolution, the chosen format; latents; all as zip)",
+                                    file_count="multiple",
+                                    interactive=False,
+                                    elem_id="downloads",
+                                )
+                        job_id = gr.State("")
+                        results = gr.State([])
+                    with gr.Tab("Batch", id="batch"):
+                        gr.Markdown(
+                            "Process a folder of the server, as `realface apply FOLDER -o OUT`: the same "
+                            "manifest, so a stopped batch continues where it stopped, from here or from the "
+                            f"command line. Folders are relative to `{config.batch_folder}` and must lie inside it."
+                        )
+                        with gr.Row():
+                            batch_in = gr.Textbox(label="Input folder", elem_id="batch-in")
+                            batch_out = gr.Textbox(label="Output folder", elem_id="batch-out")
+                        with gr.Row():
+                            batch_run = gr.Button("Run batch", variant="primary", elem_id="batch-run")
+                            batch_cancel = gr.Button("Cancel", variant="stop", elem_id="batch-cancel")
+                        batch_status = gr.Markdown(elem_id="batch-status")
+                        batch_table = gr.Dataframe(
+                            headers=MANIFEST_HEADERS,
+                            label="Manifest",
+                            interactive=False,
+                            elem_id="batch-table",
+                        )
+                        batch_job = gr.State("")
+                    with gr.Tab("Models", id="models"):
+                        gr.Markdown(
+                            "External weights: what is present, under which licence, and how to get what is "
+                            "missing. Non-commercial terms are flagged."
+                        )
+                        weights = gr.Dataframe(
+                            value=weights_rows,
+                            headers=WEIGHT_HEADERS,
+                            interactive=False,
+                            wrap=True,
+                            elem_id="weights-table",
+                        )
+                        with gr.Row():
+                            from realface.weights import REGISTRY
+
+                            weight_pick = gr.Dropdown(
+                                choices=[r.id for r in REGISTRY.values() if not r.manual_only],
+                                label="Weight",
+                                elem_id="weight-pick",
+                            )
+                            fetch = gr.Button("Fetch", elem_id="fetch")
+                            refresh = gr.Button("Refresh", elem_id="refresh")
+                        weights_msg = gr.Markdown(elem_id="weights-msg")
+
+        upload.change(on_upload, inputs=upload, outputs=[detected, faces, status], concurrency_limit=2)
+        run.click(
+            on_run,
+            inputs=[upload, faces, *settings],
+            outputs=[status, job_id, pick, before_after, face_tiles, downloads, results],
+            concurrency_id="work",
+            concurrency_limit=1,
+            show_progress="minimal",
+        )
+        cancel.click(on_cancel, inputs=job_id, outputs=status, queue=False)
+        pick.change(show_result, inputs=[results, pick], outputs=[before_after, face_tiles, downloads])
+        batch_run.click(
+            on_batch,
+            inputs=[batch_in, batch_out, *settings],
+            outputs=[batch_status, batch_job, batch_table],
+            concurrency_id="work",
+            concurrency_limit=1,
+            show_progress="minimal",
+        )
+        batch_cancel.click(on_cancel, inputs=batch_job, outputs=batch_status, queue=False)
+        refresh.click(on_weights_refresh, outputs=weights)
+        fetch.click(on_fetch, inputs=weight_pick, outputs=[weights_msg, weights], concurrency_limit=1)
+
+    theme = gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )
+    return blocks, theme, workspace
+
+
+def _mode_line(config: UIConfig, store: ModelStore) -> str:
+    n = len(store.rendering_choices()) - 1
+    line = (
+        f"G_real: `{config.real}` · G_rendering checkpoints offered: {n} · device: `{store.device}` · "
+        f"working folder: `{config.workdir}`"
+    )
+    missing = missing_models(config)
+    if missing:
+        line += "\n\n" + _error_md(missing + " See the Models tab.")
+    return line
+
+
+def _summary(runs: list[ImageRun], seconds: float, run_dir: Path) -> str:
+    ok = sum(r.error is None for r in runs)
+    faces = sum(r.face_count for r in runs)
+    return (
+        f"**Done** in {seconds:.0f} s: {ok} of {len(runs)} image(s), {faces} face(s). Saved in `{run_dir}`."
+    )
+
+
+def launch(config: UIConfig, block: bool = True):
+    """Build and serve the page. ``block=False`` returns at once (the server runs in a thread)."""
+    blocks, theme, workspace = build_app(config)
+    if not config.is_local:
+        log.warning("serving on %s: the page is reachable from other machines", config.host)
+    if config.share:
+        log.warning("--share: Gradio will open a public link to this page")
+    blocks.queue(default_concurrency_limit=1, max_size=32)
+    return blocks.launch(
+        server_name=config.host,
+        server_port=config.port,
+        share=config.share,
+        inbrowser=False,
+        show_error=False,
+        quiet=False,
+        allowed_paths=[str(workspace.root)],
+        max_file_size=f"{config.max_upload_mb}mb",
+        ssr_mode=False,
+        mcp_server=False,
+        enable_monitoring=False,
+        footer_links=["gradio"],
+        theme=theme,
+        css=CSS,
+        prevent_thread_lock=not block,
+    )
