@@ -102,6 +102,7 @@ def server(tmp_path_factory, tiny_models):
         sys.executable, "-m", "realface", "ui", "--port", str(port), "--workdir", str(root / "work"),
         "--real", str(tiny_models["real"]), "--rendering", str(tiny_models["rendering"]),
         "--lpips-vgg", str(tiny_models["vgg"]), "--device", "cpu", "--batch-root", str(root / "batchroot"),
+        "--max-upload-mb", "1", "--max-pixels", "500000",  # the 640x640 test image is within both limits
     ]  # fmt: skip
     log = open(root / "server.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -244,6 +245,18 @@ def test_bad_uploads_show_readable_messages(page, tmp_path):
     notes.write_text("hello")
     _upload(page, notes)
     _wait_text(page, "body", "Invalid file type: notes.txt")
+
+
+def test_upload_limits_bytes_and_pixels(page, tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + os.urandom(1_200_000))  # over --max-upload-mb 1
+    _upload(page, big)
+    _wait_text(page, "body", 'exceed the maximum allowed size of 1.0 Mb: "big.png"')
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (1000, 600), (120, 120, 120)).save(wide)  # 600,000 px > --max-pixels 500000
+    _upload(page, wide)
+    status = _wait_text(page, "#status", "wide.png")
+    assert "Error: wide.png: 1000x600 = 600,000 pixels exceeds the limit of 500,000" in status
 
 
 def test_cancel_stops_a_running_job(page):

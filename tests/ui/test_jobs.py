@@ -331,3 +331,18 @@ def test_model_store_loads_each_network_once(env):
     for t in threads:
         t.join()
     assert len(calls) == 1
+
+
+# --- the command -----------------------------------------------------------------------------------------
+
+
+def test_ui_command_checks_its_options_before_serving(tmp_path, capsys):
+    assert run_cli("ui", "--rendering", tmp_path / "missing.safetensors", "--workdir", tmp_path / "w") == 1
+    assert "--rendering" in capsys.readouterr().err
+    assert run_cli("ui", "--models", tmp_path / "nope", "--workdir", tmp_path / "w") == 1
+    assert "not a folder" in capsys.readouterr().err
+    assert run_cli("ui", "--port", "70000", "--workdir", tmp_path / "w") == 1
+    err = capsys.readouterr().err
+    assert "--port must be in 1..65535" in err and "Traceback" not in err
+    assert run_cli("ui", "--help") == 0
+    assert "127.0.0.1" in capsys.readouterr().out
