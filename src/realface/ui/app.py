@@ -242,6 +242,7 @@ def build_app(config: UIConfig):
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
                 gr.Markdown("### Settings")
+                defaults = Settings()
                 choices = store.rendering_choices()
                 rendering = gr.Dropdown(
                     choices=choices,
@@ -251,18 +252,21 @@ def build_app(config: UIConfig):
                     elem_id="rendering",
                 )
                 steps = gr.Number(
-                    value=500, precision=0, minimum=1, maximum=5000, label="Steps", elem_id="steps"
+                    value=defaults.steps, precision=0, minimum=1, maximum=5000, label="Steps", elem_id="steps"
                 )
                 coarse = gr.Checkbox(
-                    value=True,
+                    value=defaults.coarse_to_fine,
                     label="Coarse-to-fine (most steps at low resolution; much faster on a CPU)",
                     elem_id="coarse",
                 )
                 coarse_res = gr.Dropdown(
-                    choices=[64, 128, 256, 512], value=128, label="Coarse resolution", elem_id="coarse-res"
+                    choices=[64, 128, 256, 512],
+                    value=defaults.coarse_resolution,
+                    label="Coarse resolution",
+                    elem_id="coarse-res",
                 )
                 fine_steps = gr.Number(
-                    value=50,
+                    value=defaults.fine_steps,
                     precision=0,
                     minimum=0,
                     maximum=5000,
@@ -271,7 +275,7 @@ def build_app(config: UIConfig):
                 )
                 mask = gr.Radio(
                     choices=["auto", "landmarks", "parsing"],
-                    value="auto",
+                    value=defaults.mask,
                     label="Mask",
                     elem_id="mask",
                     info="parsing needs the bisenet-79999 weights; auto uses them when present",
@@ -280,12 +284,14 @@ def build_app(config: UIConfig):
                     minimum=0.0,
                     maximum=0.05,
                     step=0.002,
-                    value=0.012,
+                    value=defaults.feather,
                     label="Feather (fraction of face size)",
                     elem_id="feather",
                 )
-                color = gr.Checkbox(value=True, label="Colour matching (Lab)", elem_id="color")
-                seed = gr.Number(value=303, precision=0, label="Seed", elem_id="seed")
+                color = gr.Checkbox(
+                    value=defaults.color_correct, label="Colour matching (Lab)", elem_id="color"
+                )
+                seed = gr.Number(value=defaults.seed, precision=0, label="Seed", elem_id="seed")
                 out_format = gr.Radio(
                     choices=[
                         ("same as input", "input"),
@@ -293,7 +299,7 @@ def build_app(config: UIConfig):
                         ("JPEG", "jpg"),
                         ("WebP", "webp"),
                     ],
-                    value="input",
+                    value=defaults.out_format,
                     label="Output format",
                     elem_id="format",
                 )

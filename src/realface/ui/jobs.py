@@ -33,7 +33,9 @@ from typing import Any
 import numpy as np
 
 from realface.errors import Cancelled, ConfigError, RealFaceError
+from realface.face import BlendConfig, MaskConfig
 from realface.imageio import DEFAULT_MAX_PIXELS
+from realface.invert import InvertConfig
 
 __all__ = [
     "UIConfig",
@@ -120,14 +122,14 @@ class Settings:
     """The page's settings for one run (the same meaning as the ``realface apply`` options)."""
 
     rendering: str = BASELINE
-    steps: int = 500
-    coarse_to_fine: bool = True
-    coarse_resolution: int = 128
-    fine_steps: int = 50
-    mask: str = "auto"
-    feather: float = 0.012
-    color_correct: bool = True
-    seed: int = 303
+    steps: int = InvertConfig.steps
+    coarse_to_fine: bool = True  # unlike the command line: the page is for trying, often on a CPU
+    coarse_resolution: int = InvertConfig.coarse_resolution
+    fine_steps: int = InvertConfig.fine_steps
+    mask: str = MaskConfig.kind
+    feather: float = MaskConfig.feather
+    color_correct: bool = BlendConfig.color_correct
+    seed: int = InvertConfig.seed
     out_format: str = "input"
 
     def __post_init__(self) -> None:
@@ -160,8 +162,6 @@ class Settings:
     def apply_config(self, batch_size: int, max_pixels: int, save_all: bool):
         """The :class:`realface.pipeline.ApplyConfig` of these settings. ``save_all``: also keep the
         aligned input, reconstruction, realistic face and latent of every face (the image tab)."""
-        from realface.face import BlendConfig, MaskConfig
-        from realface.invert import InvertConfig
         from realface.pipeline import ApplyConfig, SaveOptions
 
         try:
