@@ -58,6 +58,7 @@ SETTING_NAMES = (
 CSS = """
 #status, #batch-status { min-height: 2.5em; }
 .realface-error { color: #b91c1c; }
+#weights-table td:nth-child(2), #weights-table td:nth-child(3) { white-space: nowrap; }
 """
 
 
@@ -219,7 +220,7 @@ def build_app(config: UIConfig):
         yield text, "", rows
 
     def on_weights_refresh():
-        return weights_rows()
+        return _weights_table()
 
     def on_fetch(weight_id):
         try:
@@ -228,7 +229,7 @@ def build_app(config: UIConfig):
             message = f"Fetched {fetch_weight(weight_id)}"
         except Exception as exc:  # noqa: BLE001
             message = _error_md(readable_error(exc))
-        return message, weights_rows()
+        return message, _weights_table()
 
     # ---- layout -------------------------------------------------------------------------------------
 
@@ -371,6 +372,8 @@ def build_app(config: UIConfig):
                         batch_status = gr.Markdown(elem_id="batch-status")
                         batch_table = gr.Dataframe(
                             headers=MANIFEST_HEADERS,
+                            column_widths=["25%", "10%", "10%", "55%"],
+                            wrap=True,
                             label="Manifest",
                             interactive=False,
                             elem_id="batch-table",
@@ -381,13 +384,7 @@ def build_app(config: UIConfig):
                             "External weights: what is present, under which licence, and how to get what is "
                             "missing. Non-commercial terms are flagged."
                         )
-                        weights = gr.Dataframe(
-                            value=weights_rows,
-                            headers=WEIGHT_HEADERS,
-                            interactive=False,
-                            wrap=True,
-                            elem_id="weights-table",
-                        )
+                        weights = gr.Markdown(_weights_table, elem_id="weights-table")
                         with gr.Row():
                             from realface.weights import REGISTRY
 
@@ -427,6 +424,22 @@ def build_app(config: UIConfig):
         font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
     )
     return blocks, theme, workspace
+
+
+def _weights_table() -> str:
+    """The weights as a Markdown table (wraps long licence texts, commands stay copyable)."""
+
+    def cell(text: str) -> str:
+        return _escape(str(text)).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(WEIGHT_HEADERS) + " |", "|" + "---|" * len(WEIGHT_HEADERS)]
+    for row in weights_rows():
+        row = list(row)
+        row[0] = f"`{row[0]}`"
+        if row[1] == "missing" or row[1].startswith("missing "):
+            row[1] = f"**{row[1]}**"
+        lines.append("| " + " | ".join(cell(c) for c in row) + " |")
+    return "\n".join(lines)
 
 
 def _mode_line(config: UIConfig, store: ModelStore) -> str:
