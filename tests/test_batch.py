@@ -163,12 +163,16 @@ def test_run_then_rerun_skips_everything(tmp_path: Path):
     assert done.outputs == ("img0.png",) and done.error is None and done.config_hash == "cfg"
     assert done.input == str(inputs[0]) and done.size == inputs[0].stat().st_size
 
+    job2, plans = Recorder(), []
+    s2 = _run(inputs + [_touch(tmp_path / "in" / "img3.png")], job2, out, on_plan=lambda *a: plans.append(a))
+    assert job2.calls == ["img3.png"] and plans == [(1, 3)]  # (to run, skipped), once, before the first item
+    inputs = inputs + [tmp_path / "in" / "img3.png"]
     job2 = Recorder()
     s2 = _run(inputs, job2, out)
     assert job2.calls == []
-    assert (s2.done, s2.skipped, s2.exit_code) == (0, 3, 0)
-    assert len(Manifest(out / MANIFEST_NAME).records()) == 6
-    assert json.loads((out / SUMMARY_NAME).read_text())["skipped"] == 3
+    assert (s2.done, s2.skipped, s2.exit_code) == (0, 4, 0)
+    assert len(Manifest(out / MANIFEST_NAME).records()) == 8
+    assert json.loads((out / SUMMARY_NAME).read_text())["skipped"] == 4
 
 
 def test_failures_are_recorded_and_retried(tmp_path: Path, caplog):

@@ -541,6 +541,7 @@ def run_batch(
     suffix: str | None = None,
     progress: bool = True,
     stop_on_error: bool = False,
+    on_plan: Callable[[int, int], None] | None = None,
 ) -> BatchSummary:
     """Run ``process`` over every item not already done, recording each in ``outdir/manifest.jsonl``.
 
@@ -561,6 +562,8 @@ def run_batch(
         suffix: replaces the input's extension in ``ctx.output`` (default: keep it).
         progress: show a progress bar with ETA on stderr.
         stop_on_error: stop at the first failed item instead of going on.
+        on_plan: called once before the first item with (items to run, items skipped), e.g. for a
+            progress display of its own.
 
     Returns:
         The :class:`BatchSummary`, also written atomically to ``outdir/summary.json``. Ctrl-C stops the
@@ -596,6 +599,8 @@ def run_batch(
         skipped = len(planned) - len(todo)
         if skipped:
             log.info("%d of %d items already done in %s", skipped, len(planned), out)
+        if on_plan is not None:
+            on_plan(len(todo), skipped)
 
         counts = {"done": 0, "new": 0, "changed": 0, "config": 0, "retry": 0}
         failed: list[tuple[str, str]] = []

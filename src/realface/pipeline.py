@@ -447,6 +447,7 @@ def run_catalogue(
     progress: bool = True,
     stop_on_error: bool = False,
     step_callback: Callable[[Any], tuple[StepCallback | None, Callable[[], None]]] | None = None,
+    on_plan: Callable[[int, int], None] | None = None,
 ):
     """Run ``job`` over images and folders (searched recursively) into ``outdir`` with the resumable
     manifest of :func:`realface.batch.run_batch`; returns its :class:`~realface.batch.BatchSummary`.
@@ -455,7 +456,7 @@ def run_catalogue(
     manifest). ``suffix``: output format as an extension (``.png``), default the input's.
     ``step_callback(ctx)`` gives each image a per-step callback and a function called when the image
     ends (progress bars, cancellation); raising :class:`realface.errors.Cancelled` from the callback
-    stops the run like Ctrl-C.
+    stops the run like Ctrl-C. ``on_plan(to run, skipped)`` is called once before the first image.
     """
     from realface.batch import collect_inputs, hash_config, run_batch
     from realface.utils.fs import atomic_write_text
@@ -482,4 +483,5 @@ def run_catalogue(
         suffix=suffix,
         progress=progress,
         stop_on_error=stop_on_error,
+        on_plan=on_plan,
     )

@@ -274,8 +274,17 @@ def test_batch_tab_cancel_keeps_the_item_for_the_next_run(env, tmp_path):
     assert summary.interrupted and summary.done == 0 and not (out / "tops" / "a.jpg").exists()
     records = [json.loads(line) for line in (out / MANIFEST_NAME).read_text().splitlines()]
     assert [r["status"] for r in records] == ["started"]
-    summary = run_folder(Job(), store, config, _settings(store), cat, out)
-    assert summary.done == 1 and (out / "tops" / "a.jpg").is_file()
+    (cat / "tops" / "b.jpg").write_bytes((cat / "tops" / "a.jpg").read_bytes())
+    job = Job()
+    summary = run_folder(job, store, config, _settings(store), cat, out)
+    assert summary.done == 2 and (out / "tops" / "a.jpg").is_file()
+    assert (job.item, job.items) == (2, 2)
+    (cat / "tops" / "c.jpg").write_bytes((cat / "tops" / "a.jpg").read_bytes())
+    job = Job()
+    summary = run_folder(job, store, config, _settings(store), cat, out)
+    assert (summary.done, summary.skipped) == (1, 2)
+    assert (job.item, job.items) == (1, 1)  # progress counts only the images still to run
+    assert "image 1/1 (tops/c.jpg)" in job.status()
 
 
 def test_batch_tab_refuses_bad_folders(env, tmp_path):

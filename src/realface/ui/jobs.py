@@ -626,17 +626,16 @@ def run_images(
         res.preview = run_dir / f".{stems[i]}_preview.png"
         with atomic_path(res.preview) as tmp:
             Image.fromarray(result.image.rgb8()).save(tmp, format="PNG")
-        picks = selection[i] if selection is not None else list(range(len(result.faces)))
+        picks = list(dict.fromkeys(selection[i])) if selection is not None else range(len(result.faces))
+        base = dst.with_suffix("")
         for k, (fr, face_no) in enumerate(zip(result.faces, picks, strict=True)):
-            base = dst.with_suffix("")
-            tiles = [
-                ("aligned", fr.aligned, "input"),
-                ("reconstruction", fr.reconstruction, "reconstruction"),
-            ]
-            tiles.append(("realistic", fr.realistic, "realistic"))
-            for kind, arr, caption in tiles:
-                path = Path(f"{base}_face{k}_{kind}.png")
-                if arr is not None and path.is_file():
+            for kind, caption in (
+                ("aligned", "input"),
+                ("reconstruction", "reconstruction"),
+                ("realistic", "realistic"),
+            ):
+                path = Path(f"{base}_face{k}_{kind}.png")  # written by write_outputs (config.save)
+                if path.is_file():
                     res.faces.append((path, f"face {face_no} · {caption} (loss {fr.loss:.3f})"))
         res.downloads = [dst] + [p for p in written if p.suffix == ".safetensors"]
         job.end_item()
@@ -680,12 +679,15 @@ def run_folder(
     pipeline = store.job(settings.rendering, apply_cfg)
     rendering = store.check_rendering(settings.rendering)
     info = run_info(config.real, rendering, apply_cfg)
-    total = len(items)
-    seen = {"n": 0}
+    plan = {"run": len(items), "started": 0}
+
+    def on_plan(to_run: int, skipped: int) -> None:
+        plan["run"] = to_run
+        job.phase = f"{skipped} already done; starting" if skipped else "starting"
 
     def step_callback(ctx):
-        seen["n"] += 1
-        job.begin_item(seen["n"], total, ctx.key)
+        plan["started"] += 1
+        job.begin_item(plan["started"], plan["run"], ctx.key)
         return job.step_callback, job.end_item
 
     return run_catalogue(
@@ -696,6 +698,7 @@ def run_folder(
         suffix=settings.suffix(),
         progress=False,
         step_callback=step_callback,
+        on_plan=on_plan,
     )
 
 
