@@ -64,6 +64,7 @@ __all__ = [
     "ImageResult",
     "RealFace",
     "transfer",
+    "parse_layers",
     "run_info",
     "run_catalogue",
     "save_latent",
@@ -119,6 +120,21 @@ class ApplyConfig:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
+
+
+def parse_layers(spec: str | None) -> tuple[int, ...] | None:
+    """``'0-7'`` or ``'0,2,4'`` -> W+ layer indices for ``ApplyConfig.transfer_layers``; ``''``, ``'all'``
+    or None -> None (every layer, the paper)."""
+    if spec is None or spec.strip().lower() in ("", "all"):
+        return None
+    from realface.sampling import parse_seeds
+
+    try:
+        return tuple(parse_seeds(spec))
+    except ConfigError:
+        raise ConfigError(
+            f"transfer layers {spec!r}: give W+ layer indices such as '0-7' or '0,2,4', or 'all'"
+        ) from None
 
 
 def transfer(

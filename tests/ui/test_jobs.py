@@ -82,6 +82,10 @@ def test_settings_from_page_validates_and_maps_to_apply_config():
         Settings(out_format="gif")
     with pytest.raises(ConfigError, match="mask"):
         Settings(mask="ellipse").apply_config(1, 1, False)
+    assert cfg.transfer_layers is None
+    assert Settings(transfer_layers="0-2, 5").apply_config(1, 1, False).transfer_layers == (0, 1, 2, 5)
+    with pytest.raises(ConfigError, match="transfer layers 'eyes'"):
+        Settings(transfer_layers="eyes").apply_config(1, 1, False)
 
 
 def test_batch_folders_must_stay_below_the_root(tmp_path):

@@ -17,14 +17,6 @@ log = logging.getLogger(__name__)
 DEFAULT_REAL = "sg2ada-ffhq1024"
 
 
-def _parse_layers(spec: str | None) -> tuple[int, ...] | None:
-    if spec is None or spec.strip().lower() in ("", "all"):
-        return None
-    from realface.sampling import parse_seeds
-
-    return tuple(parse_seeds(spec))
-
-
 def _load_lpips(vgg: Path | None, device):
     from realface.nn.lpips import load_lpips_vgg
 
@@ -121,7 +113,7 @@ def apply(
     status 1 if any image failed (each failure is listed in the summary and the manifest).
     """
     from realface.face import BlendConfig, MaskConfig
-    from realface.pipeline import ApplyConfig, RealFace, SaveOptions, run_catalogue, run_info
+    from realface.pipeline import ApplyConfig, RealFace, SaveOptions, parse_layers, run_catalogue, run_info
     from realface.utils.device import resolve_device
 
     try:
@@ -138,7 +130,7 @@ def apply(
         blend=BlendConfig(color_correct=color_correct),
         save=SaveOptions(save_aligned, save_reconstruction, save_realistic, save_latents, sheet),
         face_index=face_index,
-        transfer_layers=_parse_layers(transfer_layers),
+        transfer_layers=parse_layers(transfer_layers),
         batch_size=batch,
         max_pixels=max_pixels,
     )

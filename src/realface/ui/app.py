@@ -52,6 +52,7 @@ SETTING_NAMES = (
     "feather",
     "color_correct",
     "seed",
+    "transfer_layers",
     "out_format",
 )
 
@@ -293,6 +294,14 @@ def build_app(config: UIConfig):
                     value=defaults.color_correct, label="Colour matching (Lab)", elem_id="color"
                 )
                 seed = gr.Number(value=defaults.seed, precision=0, label="Seed", elem_id="seed")
+                layers = gr.Textbox(
+                    value=defaults.transfer_layers,
+                    label="Transfer layers",
+                    placeholder="all",
+                    info="W+ layers taken from the inversion, e.g. 0-7 (others: G_real's mean): "
+                    "fewer layers trade identity for realism. Empty: all (the paper).",
+                    elem_id="layers",
+                )
                 out_format = gr.Radio(
                     choices=[
                         ("same as input", "input"),
@@ -315,6 +324,7 @@ def build_app(config: UIConfig):
                     feather,
                     color,
                     seed,
+                    layers,
                     out_format,
                 ]
             with gr.Column(scale=3):

@@ -130,6 +130,7 @@ class Settings:
     feather: float = MaskConfig.feather
     color_correct: bool = BlendConfig.color_correct
     seed: int = InvertConfig.seed
+    transfer_layers: str = ""  # W+ layers taken from the inversion, e.g. "0-7"; empty: all (the paper)
     out_format: str = "input"
 
     def __post_init__(self) -> None:
@@ -162,7 +163,7 @@ class Settings:
     def apply_config(self, batch_size: int, max_pixels: int, save_all: bool):
         """The :class:`realface.pipeline.ApplyConfig` of these settings. ``save_all``: also keep the
         aligned input, reconstruction, realistic face and latent of every face (the image tab)."""
-        from realface.pipeline import ApplyConfig, SaveOptions
+        from realface.pipeline import ApplyConfig, SaveOptions, parse_layers
 
         try:
             mask = MaskConfig(kind=self.mask, feather=float(self.feather))  # type: ignore[arg-type]
@@ -181,6 +182,7 @@ class Settings:
             mask=mask,
             blend=BlendConfig(color_correct=self.color_correct),
             save=SaveOptions(aligned=save_all, reconstruction=save_all, realistic=save_all, latents=save_all),
+            transfer_layers=parse_layers(self.transfer_layers),
             batch_size=batch_size,
             max_pixels=max_pixels,
         )
