@@ -359,3 +359,18 @@ def test_ui_command_checks_its_options_before_serving(tmp_path, capsys):
     assert "--port must be in 1..65535" in err and "Traceback" not in err
     assert run_cli("ui", "--help") == 0
     assert "127.0.0.1" in capsys.readouterr().out
+
+
+def test_missing_gradio_is_a_readable_error(monkeypatch, tmp_path):
+    import sys
+
+    from realface.errors import RealFaceError
+    from realface.ui.app import _import_gradio
+
+    for key in ("GRADIO_TEMP_DIR", "GRADIO_ANALYTICS_ENABLED", "GRADIO_SSR_MODE"):
+        monkeypatch.setenv(key, "unchanged")  # restored after the test
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio -> ImportError
+    with pytest.raises(RealFaceError, match=r"pip install 'realface\[ui\]'"):
+        _import_gradio(Workspace(tmp_path / "w"))
+    assert os.environ["GRADIO_TEMP_DIR"] == str(tmp_path / "w" / "uploads")
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"

@@ -70,7 +70,7 @@ def _import_gradio(workspace: Workspace):
     os.environ.setdefault("GRADIO_SSR_MODE", "False")
     try:
         import gradio as gr
-    except ImportError as exc:  # pragma: no cover - depends on the installation
+    except ImportError as exc:
         raise RealFaceError(
             f"the web UI needs Gradio ({exc}); install it with `pip install 'realface[ui]'`"
         ) from None
