@@ -77,8 +77,8 @@ def _import_gradio(workspace: Workspace):
     return gr
 
 
-def _error_md(message: str) -> str:
-    return f'<span class="realface-error">**Error:** {_escape(message)}</span>'
+def _error_md(message: str, label: str = "Error") -> str:
+    return f'<span class="realface-error">**{label}:** {_escape(message)}</span>'
 
 
 def _escape(text: str) -> str:
@@ -460,7 +460,7 @@ def _mode_line(config: UIConfig, store: ModelStore) -> str:
     )
     missing = missing_models(config)
     if missing:
-        line += "\n\n" + _error_md(missing + " See the Models tab.")
+        line += "\n\n" + _error_md(missing + " See the Models tab.", label="Missing weights")
     return line
 
 
