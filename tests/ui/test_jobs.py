@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import zipfile
 
 import numpy as np
@@ -374,3 +375,23 @@ def test_missing_gradio_is_a_readable_error(monkeypatch, tmp_path):
         _import_gradio(Workspace(tmp_path / "w"))
     assert os.environ["GRADIO_TEMP_DIR"] == str(tmp_path / "w" / "uploads")
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
+
+
+def test_a_page_that_goes_away_cancels_its_job():
+    from realface.ui.app import _follow
+    from realface.ui.jobs import run_in_thread
+
+    jobs = JobRegistry()
+    job = jobs.new()
+
+    def work():
+        while True:
+            job.check()  # raises Cancelled once the job is cancelled
+            time.sleep(0.01)
+
+    thread, box = run_in_thread(work)
+    statuses = _follow(jobs, job, thread)
+    assert "Starting" in next(statuses)
+    statuses.close()  # what Gradio does when the browser disconnects
+    thread.join(5)
+    assert not thread.is_alive() and isinstance(box["error"], Cancelled) and jobs.get(job.id) is None

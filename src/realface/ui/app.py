@@ -8,9 +8,11 @@ folder are served.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +96,20 @@ def _paths(files: Any) -> list[str]:
     return [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in files]
 
 
+def _follow(jobs: JobRegistry, job, thread) -> Iterator[str]:
+    """The job's status every ``POLL_SECONDS`` until its thread ends. Closed early (the page went away),
+    it cancels the job so the work stops too."""
+    try:
+        yield job.status()
+        while thread.is_alive():
+            thread.join(POLL_SECONDS)
+            yield job.status()
+    finally:
+        if thread.is_alive():
+            job.cancel()
+        jobs.finish(job)
+
+
 def build_app(config: UIConfig):
     """The page as a ``gr.Blocks`` (not yet launched). Returns ``(blocks, theme, workspace)``."""
     workspace = Workspace(config.workdir)
@@ -157,15 +173,9 @@ def build_app(config: UIConfig):
         thread, box = run_in_thread(
             lambda: run_images(job, store, workspace, config, settings, paths, selection)
         )
-        try:
-            yield job.status(), job.id, no, no, no, no, no
-            while thread.is_alive():
-                thread.join(POLL_SECONDS)
-                yield job.status(), job.id, no, no, no, no, no
-        finally:
-            if thread.is_alive():  # the page went away: stop the work too
-                job.cancel()
-            jobs.finish(job)
+        with contextlib.closing(_follow(jobs, job, thread)) as statuses:
+            for text in statuses:
+                yield text, job.id, no, no, no, no, no
         if "error" in box:
             exc = box["error"]
             if isinstance(exc, Cancelled):
@@ -201,15 +211,9 @@ def build_app(config: UIConfig):
             return
         job = jobs.new()
         thread, box = run_in_thread(lambda: run_folder(job, store, config, settings, in_dir, out_dir))
-        try:
-            yield job.status(), job.id, no
-            while thread.is_alive():
-                thread.join(POLL_SECONDS)
-                yield job.status(), job.id, no
-        finally:
-            if thread.is_alive():
-                job.cancel()
-            jobs.finish(job)
+        with contextlib.closing(_follow(jobs, job, thread)) as statuses:
+            for text in statuses:
+                yield text, job.id, no
         rows = manifest_rows(out_dir)
         if "error" in box:
             yield _error_md(readable_error(box["error"])), "", rows
