@@ -214,6 +214,29 @@ def test_run_images_writes_composite_latents_and_zip_and_keeps_garment(env, tmp_
     assert "face index 3 requested but 1 face(s) found" in runs[0].error
 
 
+def test_tiff_input_keeps_its_format_and_the_page_gets_png_previews(env, tmp_path):
+    config, store, ws = env
+    src = tmp_path / "look.tif"
+    Image.open(data_file("images", "replicant_face_00000.jpg")).save(src, format="TIFF")
+    _, (run,) = run_images(Job(), store, ws, config, _settings(store), [src])
+    assert run.composite.name == "look_realface.tif" and Image.open(run.composite).format == "TIFF"
+    for preview in (run.before, run.after):
+        with Image.open(preview) as im:
+            assert im.format == "PNG" and im.size == (640, 640)
+    assert np.array_equal(np.asarray(Image.open(run.before)), np.asarray(Image.open(src).convert("RGB")))
+    assert np.array_equal(
+        np.asarray(Image.open(run.after)), np.asarray(Image.open(run.composite).convert("RGB"))
+    )
+
+
+def test_previews_are_capped_in_size(tmp_path):
+    from realface.ui.jobs import PREVIEW_SIDE, _write_preview
+
+    wide = np.zeros((100, 3000, 3), np.uint8)
+    with Image.open(_write_preview(wide, tmp_path / "p.png")) as im:
+        assert im.size == (PREVIEW_SIDE, 68)
+
+
 def test_run_images_cancel_stops_and_missing_weights_are_readable(env, tmp_path):
     config, store, ws = env
     job = Job()

@@ -154,7 +154,7 @@ def build_app(config: UIConfig):
         r = results[index]
         if r["error"]:
             return None, [], []
-        before_after = (r["source"], r["preview"])
+        before_after = (r["before"], r["after"])
         return before_after, [(p, c) for p, c in r["faces"]], r["downloads"]
 
     def on_run(files, faces, *values):

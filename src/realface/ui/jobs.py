@@ -443,16 +443,37 @@ def _face_label(name: str, index: int, face) -> str:
     return f"{name} · face {index} ({right - left + 1} px)"
 
 
-def _draw_faces(rgb: np.ndarray, faces, max_side: int = 1024) -> np.ndarray:
-    """A preview: the image (at most ``max_side`` px) with each face's box and index."""
-    from PIL import Image, ImageDraw
+PREVIEW_SIDE = 2048
+"""Longest side of the images shown in the page (downloads keep the full resolution)."""
+
+
+def _shrink(rgb: np.ndarray, max_side: int):
+    """``(PIL image at most max_side px, scale)`` of an 8-bit RGB array."""
+    from PIL import Image
 
     img = Image.fromarray(rgb)
     scale = min(1.0, max_side / max(img.size))
     if scale < 1:
-        img = img.resize(
-            (max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR
-        )
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        img = img.resize(size, Image.BILINEAR)
+    return img, scale
+
+
+def _write_preview(rgb: np.ndarray, path: Path, max_side: int = PREVIEW_SIDE) -> Path:
+    """An 8-bit PNG for the browser (which cannot show TIFF, and need not load a 100 MP image)."""
+    from realface.utils.fs import atomic_path
+
+    img, _ = _shrink(rgb, max_side)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+    return path
+
+
+def _draw_faces(rgb: np.ndarray, faces, max_side: int = 1024) -> np.ndarray:
+    """A preview: the image (at most ``max_side`` px) with each face's box and index."""
+    from PIL import ImageDraw
+
+    img, scale = _shrink(rgb, max_side)
     draw = ImageDraw.Draw(img)
     width = max(2, round(max(img.size) / 300))
     for i, face in enumerate(faces):
@@ -479,11 +500,9 @@ def detect_preview(
 ) -> list[Detection]:
     """Find the faces of each upload and draw them; an unreadable image or one without faces gets an
     error message instead (the others are still shown)."""
-    from PIL import Image
 
     from realface.face import DetectConfig, find_faces
     from realface.imageio import load_image
-    from realface.utils.fs import atomic_path
 
     if len(uploads) > config.max_images:
         raise ConfigError(f"{len(uploads)} images uploaded; at most {config.max_images} at a time")
@@ -499,9 +518,7 @@ def detect_preview(
         except RealFaceError as exc:
             out.append(Detection(src, name, None, (), readable_error(exc).replace(str(src), name)))
             continue
-        preview = folder / f"{i:02d}_{src.stem}.png"
-        with atomic_path(preview) as tmp:
-            Image.fromarray(_draw_faces(rgb, faces)).save(tmp, format="PNG")
+        preview = _write_preview(_draw_faces(rgb, faces), folder / f"{i:02d}_{src.stem}.png")
         out.append(Detection(src, name, preview, tuple(_face_label(name, j, f) for j, f in enumerate(faces))))
     return out
 
@@ -531,7 +548,8 @@ class ImageRun:
     source: Path
     name: str
     composite: Path | None = None
-    preview: Path | None = None
+    before: Path | None = None  # PNG previews of the input and the composite, for the page
+    after: Path | None = None
     faces: list[tuple[Path, str]] = field(default_factory=list)
     downloads: list[Path] = field(default_factory=list)
     face_count: int = 0
@@ -542,7 +560,8 @@ class ImageRun:
             "source": str(self.source),
             "name": self.name,
             "composite": None if self.composite is None else str(self.composite),
-            "preview": None if self.preview is None else str(self.preview),
+            "before": None if self.before is None else str(self.before),
+            "after": None if self.after is None else str(self.after),
             "faces": [[str(p), c] for p, c in self.faces],
             "downloads": [str(p) for p in self.downloads],
             "face_count": self.face_count,
@@ -576,7 +595,6 @@ def run_images(
     ``selection``: image index -> face indices to replace (None: every face; an image missing from
     it is left out). A failing image gets its error and the others go on; :class:`Cancelled` stops.
     """
-    from PIL import Image
 
     from realface.imageio import load_image
     from realface.utils.fs import atomic_path, atomic_write_text
@@ -625,9 +643,8 @@ def run_images(
             continue
         res.composite = dst
         res.face_count = len(result.faces)
-        res.preview = run_dir / f".{stems[i]}_preview.png"
-        with atomic_path(res.preview) as tmp:
-            Image.fromarray(result.image.rgb8()).save(tmp, format="PNG")
+        res.before = _write_preview(image.rgb8(), run_dir / f".{stems[i]}_before.png")
+        res.after = _write_preview(result.image.rgb8(), run_dir / f".{stems[i]}_after.png")
         picks = list(dict.fromkeys(selection[i])) if selection is not None else range(len(result.faces))
         base = dst.with_suffix("")
         for k, (fr, face_no) in enumerate(zip(result.faces, picks, strict=True)):
