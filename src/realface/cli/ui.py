@@ -70,5 +70,4 @@ def ui(
         share=share,
         batch_size=batch,
     )
-    typer.echo(f"realface ui: http://{'[' + host + ']' if ':' in host else host}:{port}  (Ctrl-C to stop)")
     launch(config)
