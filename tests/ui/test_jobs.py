@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import time
 import zipfile
@@ -381,6 +382,14 @@ def test_ui_command_checks_its_options_before_serving(tmp_path, capsys):
     assert run_cli("ui", "--port", "70000", "--workdir", tmp_path / "w") == 1
     err = capsys.readouterr().err
     assert "--port must be in 1..65535" in err and "Traceback" not in err
+    with socket.socket() as busy:  # a taken port fails before the page is built
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert run_cli("ui", "--port", port, "--workdir", tmp_path / "w") == 1
+    err = capsys.readouterr().err
+    assert f"cannot serve on 127.0.0.1:{port}" in err and "Traceback" not in err
     assert run_cli("ui", "--help") == 0
     assert "127.0.0.1" in capsys.readouterr().out
 

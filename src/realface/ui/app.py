@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -476,14 +477,35 @@ def _summary(runs: list[ImageRun], seconds: float, run_dir: Path) -> str:
     )
 
 
+def _check_port(host: str, port: int) -> None:
+    """Fail before anything is built when the address cannot be served on."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is fine
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve on {host}:{port} ({exc.strerror or exc}); choose another --port or --host"
+            ) from None
+
+
 def launch(config: UIConfig, block: bool = True):
     """Build and serve the page. ``block=False`` returns at once (the server runs in a thread)."""
+    _check_port(config.host, config.port)
     blocks, theme, workspace = build_app(config)
     if not config.is_local:
         log.warning("serving on %s: the page is reachable from other machines", config.host)
     if config.share:
         log.warning("--share: Gradio will open a public link to this page")
     blocks.queue(default_concurrency_limit=1, max_size=32)
+    try:
+        return _serve(blocks, config, theme, workspace, block)
+    except OSError as exc:  # the port was taken between the check and the start
+        raise ConfigError(f"cannot serve on {config.host}:{config.port}: {exc}") from None
+
+
+def _serve(blocks, config: UIConfig, theme, workspace: Workspace, block: bool):
     return blocks.launch(
         server_name=config.host,
         server_port=config.port,
