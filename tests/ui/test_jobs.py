@@ -183,7 +183,11 @@ def test_run_images_writes_composite_latents_and_zip_and_keeps_garment(env, tmp_
         original(step, total, loss),
     )
     run_dir, runs = run_images(job, store, ws, config, _settings(store, out_format="png"), [src, broken])
-    assert ws.contains(run_dir) and json.loads((run_dir / "run.json").read_text())["mode"] == "transfer"
+    info = json.loads((run_dir / "run.json").read_text())
+    assert ws.contains(run_dir) and info["mode"] == "transfer" and info["device"] == "cpu"
+    assert (
+        info["rendering"] == os.path.abspath(config.renderings[0]) and info["config"]["invert"]["steps"] == 3
+    )
     ok, bad = runs
     assert bad.composite is None and "broken.jpg" in bad.error
     assert ok.error is None and ok.composite == run_dir / "replicant_face_00000_realface.png"

@@ -75,7 +75,8 @@ def readable_error(exc: BaseException) -> str:
 
 @dataclass(frozen=True)
 class UIConfig:
-    """How ``realface ui`` was started (saved in each run's ``run.json``).
+    """How ``realface ui`` was started (each run's ``run.json`` records the G_real, G_rendering and
+    device it used, with the full apply config).
 
     host/port: where the page is served (127.0.0.1: this machine only). workdir: the app's own
     folder; nothing outside it is served. real: G_real (file or weights id). renderings: G_rendering
@@ -614,6 +615,8 @@ def run_images(
     info = {
         "settings": dataclasses.asdict(settings),
         "real": str(config.real),
+        "rendering": str(store.check_rendering(settings.rendering) or ""),
+        "device": str(store.device),
         "mode": "baseline" if pipeline.baseline else "transfer",
         "config": json.loads(apply_cfg.to_json()),
         "inputs": [s.name for s in sources],
