@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
+import time
+import traceback
+from pathlib import Path
 
 import typer
 
@@ -42,11 +46,29 @@ def _load_commands() -> None:
         importlib.import_module(f"realface.cli.{name}")
 
 
+def _write_crash_log(exc: BaseException) -> Path | None:
+    """Write the traceback of an unexpected exception to a log file; returns its path (None if unwritable)."""
+    from realface.weights.cache import cache_dir
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        folder = cache_dir() / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        path.write_text(f"realface {' '.join(sys.argv[1:])}\n{text}", encoding="utf-8")
+        return path
+    except OSError:
+        return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script and of ``python -m realface``.
 
     Usage errors are reported by Typer itself (exit status 2); a :class:`RealFaceError` from the
-    library becomes ``error: <message>`` on stderr and exit status 1, never a traceback.
+    library becomes ``error: <message>`` on stderr and exit status 1, never a traceback. Any other
+    exception is a bug: it too ends as one ``error:`` line (exit status 1) that names the log file
+    holding the traceback (``$REALFACE_HOME/logs/crash-*.log``). This guard is a last resort, not
+    the way errors are reported: each known bad input raises its own :class:`RealFaceError`.
     """
     from realface.utils.memory import keep_freed_memory
 
@@ -60,3 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last-resort guard described above
+        log_path = _write_crash_log(exc)
+        where = f"; the traceback is in {log_path}" if log_path else ""
+        first = str(exc).splitlines()[0][:300] if str(exc) else ""
+        typer.echo(f"error: unexpected {type(exc).__name__}: {first}{where} (please report it)", err=True)
+        sys.exit(1)
