@@ -1,10 +1,10 @@
-"""Metrics: FID, identity similarity, LPIPS/L2, and the controlled transfer benchmark.
+"""Metrics: FID, identity similarity, LPIPS/L2. They depend only on networks and images.
 
 :data:`METRICS` names every metric as upstream does, the protocol in the name (``fid50k_full``: 50 000
 generated images against the full reference set), and says how it is computed; reports carry these
 names. The implementations live in :mod:`realface.metrics.fid`, :mod:`realface.metrics.identity` and
 :mod:`realface.metrics.similarity`; ``realface eval`` is their command-line front end. The controlled
-transfer benchmark is :mod:`realface.metrics.transfer` (``realface bench transfer``).
+transfer benchmark is an experiment that uses them, in :mod:`realface.bench` (``realface bench transfer``).
 """
 
 from __future__ import annotations

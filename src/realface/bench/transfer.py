@@ -1,0 +1,393 @@
+"""The controlled benchmark of the whole method, in the trained toy world where the truth is known.
+
+A real test of realism transfer has no ground truth: nobody has the photo of a rendered person. In the
+toy world (:mod:`realface.bench.world`, :mod:`realface.bench.faces`) every CG render has one:
+
+1. ``G_real``: the world's trained 64 px StyleGAN2-ADA generator of procedural "photo" faces, with
+   its discriminator ``D``.
+2. A training set of rendered faces: ``render_cg(p)`` for random parameters ``p`` (style ``"cg"``, a
+   different drawing of the same geometry), or a fixed pixel filter of the photos (style
+   ``"filter"``, :func:`rendering_style`, the easier case). Unpaired, as the paper's DRFHQ is.
+3. ``G_rendering`` fine-tuned from ``G_real`` on that set with the real training code
+   (:class:`realface.train.loop.Trainer`), with and without the identity losses.
+4. For held-out parameters ``p*``: the input is the rendering of ``p*``, the truth is
+   ``render_photo(p*)``; every row produces a photo-style face from the input, compared with the
+   truth by LPIPS, L2 and the error of the identity parameters read back by the world's regressor.
+
+Rows (each a method that sees only the input render):
+
+- ``full``: invert into G_rendering (identity losses on), decode the latent with G_real (the paper).
+- ``no_identity``: the same with G_rendering fine-tuned without the identity losses.
+- ``baseline``: invert directly into G_real under the sketch and colour losses (baseline mode).
+- ``direct``: invert directly into G_real under LPIPS alone (the plain projector).
+- ``oracle``: invert into the world's exact CG generator ``G_oracle`` (G_real regressed onto
+  ``render_cg``, mapping and ToRGB frozen), decode with G_real: what a perfect fine-tuning would give.
+- ``rendering``: the input itself, compared with the truth (doing nothing).
+- ``g_real_floor``: the truth itself inverted into G_real and decoded: how close G_real can get at all.
+
+Each row reports per-sample values, their mean and a 95 % confidence interval (Student t); paired
+differences between rows (same held-out faces) with their 95 % intervals decide which is better.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from realface.bench.faces import render_cg, render_photo, sample_params
+from realface.errors import ConfigError
+
+__all__ = [
+    "TransferBenchConfig",
+    "rendering_style",
+    "render_style",
+    "run_transfer_bench",
+    "mean_ci",
+    "ROWS",
+]
+
+log = logging.getLogger(__name__)
+
+#: Row id -> label, in the order of the report.
+ROWS: dict[str, str] = {
+    "full": "full method (G_rendering with identity losses -> G_real)",
+    "no_identity": "G_rendering without identity losses -> G_real",
+    "baseline": "baseline: direct into G_real, sketch + colour losses",
+    "direct": "direct inversion into G_real, LPIPS only",
+    "oracle": "oracle: the exact CG generator of the world -> G_real",
+    "rendering": "the rendering itself (doing nothing)",
+    "g_real_floor": "floor: the truth inverted into G_real",
+}
+#: Pairs (a, b) whose paired difference a - b is reported.
+COMPARISONS: tuple[tuple[str, str], ...] = (
+    ("full", "direct"),
+    ("full", "rendering"),
+    ("full", "baseline"),
+    ("full", "no_identity"),
+    ("oracle", "full"),
+    ("baseline", "direct"),
+)
+
+
+@dataclass(frozen=True)
+class TransferBenchConfig:
+    """Sizes and settings of the benchmark (saved in ``results.json``).
+
+    world: folder of a toy world (None: the one shipped with realface). style: ``"cg"`` or
+    ``"filter"``. train_images: rendered faces to fine-tune on. kimg / batch / lr / gamma: fine-tuning
+    length, batch, learning rate and R1 weight. sketch_weight / color_weight: λs and λc of the full
+    method (paper: 5e-6, 3.75e3). steps: inversion steps per face; inversion_batch: faces inverted
+    together. held_out: held-out faces (≥ 2 for intervals). seed: every random draw.
+    """
+
+    world: str | None = None
+    style: str = "cg"
+    train_images: int = 2000
+    kimg: float = 3.0
+    batch: int = 16
+    lr: float = 0.002
+    gamma: float = 0.05
+    sketch_weight: float = 5e-6
+    color_weight: float = 3.75e3
+    steps: int = 200
+    inversion_batch: int = 32
+    held_out: int = 32
+    precision: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.style not in ("cg", "filter"):
+            raise ConfigError(f"style must be 'cg' or 'filter', got {self.style!r}")
+        if self.held_out < 2:
+            raise ConfigError(f"held_out must be >= 2 (intervals need two samples), got {self.held_out}")
+        for name in ("kimg", "lr", "gamma", "sketch_weight", "color_weight"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"{name} must be a finite number >= 0, got {v}")
+        if self.train_images < 4 or self.batch < 2 or self.steps < 1 or self.inversion_batch < 1:
+            raise ConfigError(
+                "train_images >= 4, batch >= 2, steps >= 1 and inversion_batch >= 1 are required"
+            )
+
+    @classmethod
+    def quick(cls, **overrides) -> TransferBenchConfig:
+        """Tiny sizes for one CI test (the real code end to end, in about a minute)."""
+        base = dict(train_images=16, kimg=0.016, batch=4, steps=4, inversion_batch=4, held_out=4)
+        base.update(overrides)
+        return cls(**base)
+
+
+def _bilateral(
+    x: torch.Tensor, radius: int = 2, sigma_space: float = 2.0, sigma_range: float = 0.15
+) -> torch.Tensor:
+    """Edge-preserving smoothing of [N, C, H, W] in [0, 1]: a (2r+1)² bilateral filter on RGB distance."""
+    N, C, H, W = x.shape
+    k = 2 * radius + 1
+    patches = F.unfold(F.pad(x, [radius] * 4, mode="reflect"), k).reshape(N, C, k * k, H, W)  # [N,C,k²,H,W]
+    centre = x.unsqueeze(2)  # [N, C, 1, H, W]
+    dy, dx = torch.meshgrid(
+        torch.arange(-radius, radius + 1), torch.arange(-radius, radius + 1), indexing="ij"
+    )
+    spatial = torch.exp(-(dx.square() + dy.square()).float() / (2 * sigma_space**2)).reshape(
+        1, 1, k * k, 1, 1
+    )
+    rng = torch.exp(-(patches - centre).square().sum(1, keepdim=True) / (2 * sigma_range**2))  # [N,1,k²,H,W]
+    w = spatial.to(x) * rng
+    return (patches * w).sum(2) / w.sum(2)
+
+
+def rendering_style(img: torch.Tensor) -> torch.Tensor:
+    """The fixed pixel-filter style T: [N, 3, H, W] in [-1, 1] -> same shape and range.
+
+    Bilateral smoothing (flat shading), posterisation to 6 levels per channel, then a warm colour
+    shift (R × 1.08 + 0.04, G × 0.97, B × 0.85 + 0.02 in [0, 1]).
+    """
+    x = ((img.clamp(-1, 1) + 1) / 2).float()  # [N, 3, H, W] in [0, 1]
+    x = _bilateral(x)
+    x = torch.round(x * 5) / 5
+    gain = torch.tensor([1.08, 0.97, 0.85], device=x.device).reshape(1, 3, 1, 1)
+    bias = torch.tensor([0.04, 0.0, 0.02], device=x.device).reshape(1, 3, 1, 1)
+    x = (x * gain + bias).clamp(0, 1)
+    return x * 2 - 1
+
+
+def render_style(p: torch.Tensor, style: str, res: int) -> torch.Tensor:
+    """The "rendered" version of faces ``p``: [N, 3, res, res] in [-1, 1]."""
+    if style == "cg":
+        return render_cg(p, res)
+    return rendering_style(render_photo(p, res))
+
+
+def mean_ci(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and the two-sided Student-t confidence interval of the mean: (mean, low, high)."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=np.float64)
+    m = float(x.mean())
+    if x.size < 2:
+        return m, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return m, m - half, m + half
+
+
+def _save_png(img: torch.Tensor, path: Path) -> None:
+    from realface.utils.fs import atomic_path
+
+    arr = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr).save(tmp, format="PNG")
+
+
+def _random_vgg(path: Path) -> Path:
+    """Seeded random VGG16 weights in torchvision's layout: a stand-in where the ImageNet file is absent."""
+    import torchvision
+
+    if not path.is_file():
+        torch.manual_seed(0)
+        features = torchvision.models.vgg16(weights=None).features
+        from realface.utils.fs import atomic_path
+
+        with atomic_path(path) as tmp:
+            torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, tmp)
+    return path
+
+
+def run_transfer_bench(
+    out: str | Path,
+    cfg: TransferBenchConfig = TransferBenchConfig(),
+    lpips_vgg: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run the benchmark; writes ``out/results.json``, ``out/results.md`` and ``out/examples.png``.
+
+    ``lpips_vgg``: a torchvision VGG16 state dict for LPIPS (default: the weights cache), or
+    ``"random"`` for seeded random weights (a stand-in, named in the report). Returns the results dict.
+    """
+    from realface.bench.world import load_world
+    from realface.checkpoints import save_networks
+    from realface.invert import InvertConfig, LpipsLoss, invert
+    from realface.nn.lpips import load_lpips_vgg
+    from realface.pipeline import ApplyConfig, RealFace
+    from realface.train.loop import TrainConfig, Trainer
+    from realface.utils.fs import atomic_write_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    world = load_world(cfg.world)
+    G_real, res = world.G_real, world.G_real.img_resolution
+    real_file = save_networks({"G_ema": G_real, "D": world.D}, out / "g_real.safetensors")
+    vgg = str(_random_vgg(out / "random_vgg16.pth")) if lpips_vgg == "random" else lpips_vgg
+    lpips = load_lpips_vgg(vgg_path=vgg)
+    timings: dict[str, float] = {}
+
+    # 1. The unpaired training set of rendered faces.
+    t0 = time.time()
+    data = out / f"train_set_{cfg.style}"
+    data.mkdir(exist_ok=True)
+    p_train = sample_params(cfg.train_images, cfg.seed + 1)
+    for start in range(0, cfg.train_images, 256):
+        imgs = render_style(p_train[start : start + 256], cfg.style, res)
+        for i, im in enumerate(imgs):
+            f = data / f"{start + i:05d}.png"
+            if not f.is_file():
+                _save_png(im, f)
+    timings["training_set"] = time.time() - t0
+
+    # 2. Fine-tune G_rendering with and without the identity losses.
+    generators = {}
+    for name, weights in (
+        ("full", {"sketch_weight": cfg.sketch_weight, "color_weight": cfg.color_weight}),
+        ("no_identity", {"sketch_weight": 0.0, "color_weight": 0.0}),
+    ):
+        t0 = time.time()
+        tcfg = TrainConfig(
+            data=str(data),
+            real=str(real_file),
+            out=str(out / f"run_{name}"),
+            kimg=cfg.kimg,
+            batch=cfg.batch,
+            lr=cfg.lr,
+            gamma=cfg.gamma,
+            kimg_per_tick=max(cfg.kimg / 6, 0.004),
+            snap=1000,
+            workers=0,
+            lpips_vgg=vgg,
+            seed=cfg.seed,
+            grid_size=4,
+            **weights,
+        )
+        trainer = Trainer(tcfg)
+        trainer.run(progress=progress)
+        generators[name] = trainer.G_ema.eval().requires_grad_(False)
+        timings[f"fine_tune_{name}"] = time.time() - t0
+
+    # 3. Held-out faces: input render, truth photo.
+    p_star = sample_params(cfg.held_out, cfg.seed + 2)
+    rendered = render_style(p_star, cfg.style, res)  # [N, 3, R, R]
+    truth = render_photo(p_star, res)  # [N, 3, R, R]
+    from realface.bench.world import cpu_has_bf16
+
+    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if cpu_has_bf16() else "fp32")
+    icfg = InvertConfig(steps=cfg.steps, seed=cfg.seed, precision=precision)
+    lpips_loss = LpipsLoss(lpips, 256)
+
+    def project(G, targets, loss) -> torch.Tensor:
+        ws = []
+        for s in range(0, targets.shape[0], cfg.inversion_batch):
+            chunk = targets[s : s + cfg.inversion_batch]
+            seeds = list(range(cfg.seed + s, cfg.seed + s + chunk.shape[0]))
+            ws.append(invert(G, chunk, loss, icfg, seeds=seeds).ws)
+        return torch.cat(ws)
+
+    baseline_loss = RealFace(G_real, None, lpips, ApplyConfig(invert=icfg)).inversion_loss()
+    outputs: dict[str, torch.Tensor] = {}
+    plans = {
+        "full": (generators["full"], rendered, lpips_loss),
+        "no_identity": (generators["no_identity"], rendered, lpips_loss),
+        "baseline": (G_real, rendered, baseline_loss),
+        "direct": (G_real, rendered, lpips_loss),
+        "oracle": (world.G_oracle, rendered, lpips_loss),
+        "g_real_floor": (G_real, truth, lpips_loss),
+    }
+    for row, (G, targets, loss) in plans.items():
+        t0 = time.time()
+        ws = project(G, targets, loss)
+        with torch.no_grad():
+            outputs[row] = G_real.synthesis(ws, noise_mode="const").clamp(-1, 1)
+        timings[f"invert_{row}"] = time.time() - t0
+        log.info("row %s: %.0f s", row, timings[f"invert_{row}"])
+    outputs["rendering"] = rendered
+
+    # 4. Scores per sample.
+    per_sample: dict[str, dict[str, list[float]]] = {}
+    with torch.no_grad():
+        for row in ROWS:
+            x = outputs[row]
+            per_sample[row] = {
+                "lpips": lpips(x, truth).flatten().tolist(),
+                "l2": (((x + 1) / 2 - (truth + 1) / 2).square().mean(dim=[1, 2, 3])).tolist(),
+                "param_error": world.regressor.identity_error(x, p_star).tolist(),
+            }
+    metrics = ("lpips", "l2", "param_error")
+    rows = []
+    for row, label in ROWS.items():
+        entry = {"row": row, "label": label}
+        for m in metrics:
+            mean, lo, hi = mean_ci(per_sample[row][m])
+            entry[m] = {"mean": mean, "ci95": [lo, hi]}
+        rows.append(entry)
+    comparisons = []
+    for a, b in COMPARISONS:
+        entry = {"a": a, "b": b}
+        for m in metrics:
+            d = np.asarray(per_sample[a][m]) - np.asarray(per_sample[b][m])
+            mean, lo, hi = mean_ci(d)
+            verdict = "a better" if hi < 0 else "b better" if lo > 0 else "no clear difference"
+            entry[m] = {"mean_diff": mean, "ci95": [lo, hi], "verdict": verdict}
+        comparisons.append(entry)
+
+    # 5. Reports.
+    show = min(8, cfg.held_out)
+    order = ("rendering", "full", "no_identity", "baseline", "direct", "oracle")
+    grid = torch.cat(
+        [torch.cat(list(outputs[r][:show]), 2) for r in order] + [torch.cat(list(truth[:show]), 2)], 1
+    )
+    _save_png(grid, out / "examples.png")
+    result = {
+        "config": dataclasses.asdict(cfg),
+        "world": str(world.path),
+        "world_info": world.info,
+        "lpips_vgg": "random (seeded stand-in)"
+        if lpips_vgg == "random"
+        else (lpips_vgg or "tv-vgg16 (weights cache)"),
+        "precision": precision,
+        "rows": rows,
+        "comparisons": comparisons,
+        "per_sample": per_sample,
+        "timings": timings,
+        "seconds": time.time() - t_start,
+        "examples": "examples.png rows: " + ", ".join(order) + ", truth",
+    }
+    atomic_write_text(out / "results.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / "results.md", format_report(result))
+    return result
+
+
+def _fmt(entry: dict) -> str:
+    lo, hi = entry["ci95"]
+    value = entry.get("mean", entry.get("mean_diff"))
+    return f"{value:.4f} [{lo:.4f}, {hi:.4f}]"
+
+
+def format_report(result: dict) -> str:
+    """The Markdown tables of a result dict (rows with 95 % intervals, then paired differences)."""
+    cfg = result["config"]
+    lines = [
+        f"style {cfg['style']}, {cfg['held_out']} held-out faces, {cfg['steps']} inversion steps, "
+        f"fine-tuning {cfg['kimg']} kimg; inversion in {result['precision']}; LPIPS VGG: {result['lpips_vgg']}; "
+        f"{result['seconds'] / 60:.1f} min",
+        "",
+        "| row | LPIPS ↓ | L2 ↓ | identity-parameter error ↓ |",
+        "|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(f"| {r['label']} | {_fmt(r['lpips'])} | {_fmt(r['l2'])} | {_fmt(r['param_error'])} |")
+    lines += ["", "| paired difference (a − b) | LPIPS | L2 | parameter error |", "|---|---|---|---|"]
+    for c in result["comparisons"]:
+        cells = [f"{_fmt(c[m])} {c[m]['verdict']}" for m in ("lpips", "l2", "param_error")]
+        lines.append(f"| {c['a']} − {c['b']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
