@@ -27,9 +27,11 @@ Files this cannot patch raise :class:`JpegPatchUnsupported` (the caller then enc
 CMYK/YCCK and RGB-coded JPEGs, 12-bit, lossless, hierarchical and arithmetic-coded files, sampling
 factors that are not whole multiples of each other, and images whose size differs from the file's.
 
-The coefficients are read and written with ``jpeglib`` (libjpeg's lossless coefficient interface);
-the forward DCT of the re-encoded blocks is computed here (:func:`forward_dct`, the JPEG standard's
-definition, ITU-T T.81 A.3.3, quantised as in F.1.1.4). ``jpeglib`` never sees the original's APPn
+The coefficients are read and written with ``jpeglib`` (libjpeg's lossless coefficient interface).
+A re-encoded block gets its original coefficients plus the quantised DCT of the change of its samples
+(:func:`forward_dct`, the JPEG standard's DCT, ITU-T T.81 A.3.3, quantised as in F.1.1.4, with the
+block's own quantisation table), so what did not change inside a re-encoded MCU moves as little as
+quantisation allows, and a block whose samples did not change keeps its coefficients exactly. ``jpeglib`` never sees the original's APPn
 and COM segments (they are removed from the copy it reads and put back into its output here), which
 keeps its fixed-size marker store out of the way of hostile files.
 """
@@ -49,6 +51,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from realface.imageio import _orient
 
 __all__ = [
     "JpegLayout",
@@ -262,8 +266,6 @@ def stored_from_display(a: np.ndarray, orientation: int) -> np.ndarray:
 
     ``a`` is ``[H, W, ...]`` as a viewer shows it; the result is in the file's stored pixel grid.
     """
-    from realface.imageio import _orient
-
     return _orient(a, _INVERSE_ORIENTATION.get(orientation, orientation))
 
 
@@ -297,16 +299,42 @@ def forward_dct(blocks: np.ndarray, qtable: np.ndarray) -> np.ndarray:
     return np.einsum("ux,nxy,vy->nuv", _D, f, _D) / qtable.astype(np.float64)  # [N, 8, 8]
 
 
-def _ycbcr(pixels: np.ndarray) -> list[np.ndarray]:
-    """JFIF colour planes (T.871 eq. 3) of ``[H, W, C]`` uint8 pixels: [Y] or [Y, Cb, Cr], float64."""
-    p = pixels.astype(np.float64)
-    if p.shape[2] == 1:
-        return [p[..., 0]]
-    r, g, b = p[..., 0], p[..., 1], p[..., 2]
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    cb = -0.168736 * r - 0.331264 * g + 0.5 * b + 128.0
-    cr = 0.5 * r - 0.418688 * g - 0.081312 * b + 128.0
-    return [y, cb, cr]
+_RGB_TO_YCBCR = np.array(
+    [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]]
+)  # JFIF (T.871 eq. 3) without its +128 offsets, which cancel in a difference
+
+
+def _mcu_tiles(pixels: np.ndarray, layout: JpegLayout, ty: np.ndarray, tx: np.ndarray) -> np.ndarray:
+    """The MCUs ``(ty[i], tx[i])`` of ``pixels`` ``[H, W, C]``, the image padded to whole MCUs by repeating
+    its last row and column (as encoders do): ``[N, mh, mw, C]`` uint8."""
+    rows, cols = _mcu_grid(layout)
+    mw, mh = layout.mcu_size
+    h, w = pixels.shape[:2]
+    padded = np.pad(pixels, ((0, rows * mh - h), (0, cols * mw - w), (0, 0)), "edge")
+    return padded.reshape(rows, mh, cols, mw, -1).transpose(0, 2, 1, 3, 4)[ty, tx]
+
+
+def _component_blocks(change: np.ndarray, layout: JpegLayout) -> list[np.ndarray]:
+    """The change of each component's 8×8 blocks inside MCU tiles.
+
+    Args:
+        change: ``[N, mh, mw, C]`` float64, new minus old pixels of N MCUs (RGB or gray).
+
+    Returns:
+        per component ``[N, vc, hc, 8, 8]``: the sample change of its ``vc × hc`` blocks in each MCU
+        (YCbCr for colour; chroma box-filtered to the component's sampling).
+    """
+    if change.shape[-1] == 1:
+        return [change[:, None, None, :, :, 0]]  # one 8x8 block per MCU
+    ycc = change @ _RGB_TO_YCBCR.T  # [N, mh, mw, 3]
+    hmax, vmax = layout.max_sampling
+    n, mh, mw = ycc.shape[:3]
+    out = []
+    for c, (hc, vc) in enumerate(layout.sampling):
+        sx, sy = hmax // hc, vmax // vc  # pixels per sample
+        plane = ycc[..., c].reshape(n, mh // sy, sy, mw // sx, sx).mean(axis=(2, 4))  # [N, 8vc, 8hc]
+        out.append(plane.reshape(n, vc, 8, hc, 8).transpose(0, 1, 3, 2, 4))  # [N, vc, hc, 8, 8]
+    return out
 
 
 def _mcu_grid(layout: JpegLayout) -> tuple[int, int]:
@@ -360,15 +388,9 @@ def reencoded_region(
         grown[:, :-1] |= g[:, 1:]
     border = grown & ~inside
     if orientation_applied:
-        inside = _to_display(inside, layout.orientation)
-        border = _to_display(border, layout.orientation)
+        inside = _orient(inside, layout.orientation)
+        border = _orient(border, layout.orientation)
     return inside, border
-
-
-def _to_display(a: np.ndarray, orientation: int) -> np.ndarray:
-    from realface.imageio import _orient
-
-    return _orient(a, orientation)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -497,23 +519,6 @@ def patch_jpeg(original: bytes, pixels: np.ndarray) -> PatchedJpeg:
     return PatchedJpeg(data=data, layout=layout, reencoded_mcus=int(touched.sum()), total_mcus=touched.size)
 
 
-def _sample_planes(pixels: np.ndarray, layout: JpegLayout, shape: tuple[int, int]) -> list[np.ndarray]:
-    """Component planes of ``pixels`` ``[H, W, C]`` padded to ``shape`` (whole MCUs) by repeating the last
-    row and column, each box-filtered to its sampling: ``[rows_c, cols_c]`` float64 per component."""
-    h, w = pixels.shape[:2]
-    padded = np.pad(pixels, ((0, shape[0] - h), (0, shape[1] - w), (0, 0)), "edge")
-    planes = _ycbcr(padded)
-    hmax, vmax = layout.max_sampling
-    out = []
-    for plane, (hc, vc) in zip(planes, layout.sampling, strict=True):
-        sx, sy = (1, 1) if len(layout.sampling) == 1 else (hmax // hc, vmax // vc)  # pixels per sample
-        if sx > 1 or sy > 1:
-            ph, pw = plane.shape
-            plane = plane.reshape(ph // sy, sy, pw // sx, sx).mean(axis=(1, 3))
-        out.append(plane)
-    return out
-
-
 def _rewrite(
     original: bytes, layout: JpegLayout, before: np.ndarray, after: np.ndarray, touched: np.ndarray
 ) -> bytes:
@@ -521,11 +526,9 @@ def _rewrite(
     ``after - before`` (both ``[H, W, C]`` uint8, stored frame), written as a new file."""
     import jpeglib
 
-    rows, cols = touched.shape
-    mw, mh = layout.mcu_size
-    shape = (rows * mh, cols * mw)
-    new, old = _sample_planes(after, layout, shape), _sample_planes(before, layout, shape)
-    delta = [a - b for a, b in zip(new, old, strict=True)]  # per component [rows_c, cols_c]
+    ty, tx = np.nonzero(touched)  # [N] each
+    change = _mcu_tiles(after, layout, ty, tx).astype(np.float64) - _mcu_tiles(before, layout, ty, tx)
+    deltas = _component_blocks(change, layout)  # per component [N, vc, hc, 8, 8]
     with tempfile.TemporaryDirectory(prefix="realface-jpeg-") as tmp:
         src, dst = Path(tmp) / "in.jpg", Path(tmp) / "out.jpg"
         src.write_bytes(_without_metadata(original))
@@ -541,17 +544,16 @@ def _rewrite(
                 raise JpegPatchUnsupported(
                     f"libjpeg reads sampling {sampling}, the frame says {layout.sampling}"
                 )
-            for c, coef in enumerate(coefs):  # coef: [blocks_y, blocks_x, 8, 8] int16
-                hc, vc = (1, 1) if len(coefs) == 1 else layout.sampling[c]
-                by_n, bx_n = coef.shape[:2]  # blocks holding image data (MCU padding blocks excluded)
-                in_touched = np.repeat(np.repeat(touched, vc, 0), hc, 1)[:by_n, :bx_n]  # block -> its MCU
-                by, bx = np.nonzero(in_touched)
+            for c, (coef, delta) in enumerate(zip(coefs, deltas, strict=True)):  # coef [by, bx, 8, 8]
+                vc, hc = delta.shape[1:3]
+                by = (ty[:, None, None] * vc + np.arange(vc)[None, :, None]).repeat(hc, 2)  # [N, vc, hc]
+                bx = (tx[:, None, None] * hc + np.arange(hc)[None, None, :]).repeat(vc, 1)
+                real = (by < coef.shape[0]) & (bx < coef.shape[1])  # not an MCU's padding block
+                by, bx, delta = by[real], bx[real], delta[real]  # [M], [M], [M, 8, 8]
                 if by.size == 0:
                     continue
-                d = delta[c]
-                blocks = d.reshape(d.shape[0] // 8, 8, d.shape[1] // 8, 8).transpose(0, 2, 1, 3)[by, bx]
                 q = np.asarray(jpeg.qt[jpeg.quant_tbl_no[c]])  # [8, 8]
-                moved = coef[by, bx].astype(np.float64) + np.rint(forward_dct(blocks, q))  # [N, 8, 8]
+                moved = coef[by, bx].astype(np.float64) + np.rint(forward_dct(delta, q))  # [M, 8, 8]
                 coef[by, bx] = np.clip(moved, -_COEF_LIMIT, _COEF_LIMIT).astype(np.int16)
             jpeg.markers = []
             try:
@@ -579,7 +581,7 @@ def _check(data: bytes, original: bytes, layout: JpegLayout, stored: np.ndarray,
     if after.shape != stored.shape:
         raise JpegPatchUnsupported(f"the patched file decodes as {after.shape}, expected {stored.shape}")
     inside, border = reencoded_region(changed, layout, orientation_applied=False)
-    exact = ~(inside | border)
-    bad = int(np.any(after[exact] != stored[exact], axis=-1).sum())
+    moved = np.any(after != stored, axis=2)  # [H, W]
+    bad = int(np.count_nonzero(moved & ~(inside | border)))
     if bad:
         raise JpegPatchUnsupported(f"{bad} pixels outside the re-encoded blocks changed")
