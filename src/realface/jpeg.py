@@ -27,7 +27,8 @@ Files this cannot patch raise :class:`JpegPatchUnsupported` (the caller then enc
 CMYK/YCCK and RGB-coded JPEGs, 12-bit, lossless, hierarchical and arithmetic-coded files, sampling
 factors that are not whole multiples of each other, and images whose size differs from the file's.
 
-The coefficients are read and written with ``jpeglib`` (libjpeg's lossless coefficient interface).
+The coefficients are read and written with ``jpeglib`` (libjpeg-turbo's lossless coefficient
+interface).
 A re-encoded block gets its original coefficients plus the quantised DCT of the change of its samples
 (:func:`forward_dct`, the JPEG standard's DCT, ITU-T T.81 A.3.3, quantised as in F.1.1.4, with the
 block's own quantisation table), so what did not change inside a re-encoded MCU moves as little as
@@ -73,7 +74,8 @@ _OTHER_SOF = {0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM and RST0-7 carry no length
 _EXIF_ORIENTATION = 0x0112
 _INVERSE_ORIENTATION = {6: 8, 8: 6}  # every other EXIF orientation is its own inverse
-_JPEGLIB_LOCK = threading.Lock()  # jpeglib keeps marker state in C globals; one call at a time
+_JPEGLIB_LOCK = threading.Lock()  # jpeglib keeps its libjpeg choice and marker state globally
+_LIBJPEG = "turbo210"  # of jpeglib's builds: libjpeg-turbo, the codec family Pillow decodes with
 
 
 class JpegPatchUnsupported(Exception):
@@ -524,7 +526,10 @@ def _rewrite(
 ) -> bytes:
     """The original's coefficients with the blocks of ``touched`` MCUs moved by the change
     ``after - before`` (both ``[H, W, C]`` uint8, stored frame), written as a new file."""
-    import jpeglib
+    try:
+        import jpeglib
+    except (ImportError, RuntimeError) as exc:
+        raise JpegPatchUnsupported(f"jpeglib is missing or broken ({exc}); pip install jpeglib") from None
 
     ty, tx = np.nonzero(touched)  # [N] each
     change = _mcu_tiles(after, layout, ty, tx).astype(np.float64) - _mcu_tiles(before, layout, ty, tx)
@@ -534,9 +539,10 @@ def _rewrite(
         src.write_bytes(_without_metadata(original))
         with _JPEGLIB_LOCK, _stderr_to_log():
             try:
+                jpeglib.version.set(_LIBJPEG)
                 jpeg = jpeglib.read_dct(str(src))
                 jpeg.load()
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RuntimeError) as exc:
                 raise JpegPatchUnsupported(f"libjpeg could not read the coefficients ({exc})") from None
             coefs = [jpeg.Y] + ([jpeg.Cb, jpeg.Cr] if layout.colour == "YCbCr" else [])
             sampling = tuple((int(s[1]), int(s[0])) for s in np.asarray(jpeg.samp_factor))  # (h, v)
