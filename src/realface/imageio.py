@@ -8,9 +8,10 @@ goes through :func:`save_image`. The contract:
   and the alpha channel, when there is one, separately as ``alpha`` ``[H, W]``. EXIF orientation is
   applied, so row 0 is the top of the picture as a viewer shows it.
 * **Round trip.** ``save_image(load_image(p), q)`` writes the same size, mode and bit depth, and by
-  default the same format. PNG and WebP (written lossless) store the array exactly; JPEG is lossy by
-  nature, so it is written with the input's quantisation tables and chroma subsampling when the
-  input was a JPEG, and unchanged pixels can still move by a few levels after re-encoding.
+  default the same format. PNG and WebP (written lossless) store the array exactly. A JPEG written
+  from a JPEG re-encodes only the MCUs (8×8 to 16×16 pixel blocks) that contain a changed pixel and
+  copies every other block's DCT coefficients (:mod:`realface.jpeg`), so unchanged regions decode to
+  the same pixels; other JPEGs are encoded afresh and every pixel can move by a few levels.
 * **Limits.** Files are refused before any pixel is decoded when width × height exceeds
   ``max_pixels`` (a decompression-bomb guard; :data:`DEFAULT_MAX_PIXELS` unless configured).
   Animated images, corrupt or truncated files and non-image files raise :class:`ImageError` naming
@@ -329,13 +330,45 @@ def _write_png16(image: LoadedImage, dest: Path) -> None:
         writer.write(f, arr.reshape(image.height, image.width * planes))
 
 
+def _patched_jpeg(image: LoadedImage, dest: Path) -> bytes | None:
+    """``image`` as a copy of its source JPEG with only the changed MCUs re-encoded
+    (:func:`realface.jpeg.patch_jpeg`), or ``None`` (logged) when the source cannot be patched."""
+    from realface.jpeg import JpegPatchUnsupported, patch_jpeg
+
+    try:
+        original = image.path.read_bytes()
+        patched = patch_jpeg(original, image.pixels)
+    except (OSError, JpegPatchUnsupported) as exc:
+        logger.warning(
+            "%s: the JPEG is encoded afresh, so pixels outside the face can move by a few levels "
+            "(its blocks cannot be copied from %s: %s); write PNG to keep every other pixel exact",
+            dest,
+            image.path,
+            exc,
+        )
+        return None
+    logger.info(
+        "%s: %d of %d MCUs (%dx%d-pixel JPEG blocks) re-encoded; all others copied from %s unchanged",
+        dest,
+        patched.reencoded_mcus,
+        patched.total_mcus,
+        *patched.layout.mcu_size,
+        image.path,
+    )
+    return patched.data
+
+
 def save_image(image: LoadedImage, dest: str | os.PathLike, format: str | None = None) -> Path:
     """Write ``image`` to ``dest`` atomically, in ``format`` (default: the format it was read from).
 
     Size, mode, bit depth and alpha are those of ``image``; metadata from the input (ICC profile,
-    DPI, EXIF with orientation reset to normal) is carried over. WebP is written lossless; JPEG reuses
-    the input's quantisation tables when the input was a JPEG (quality 95 otherwise). A 16-bit image
-    can only be written as PNG.
+    DPI, EXIF with orientation reset to normal) is carried over. WebP is written lossless. A JPEG
+    written from a JPEG input is a copy of the input in the DCT domain with only the MCUs that contain
+    a changed pixel re-encoded (:func:`realface.jpeg.patch_jpeg`: same quantisation tables, sampling,
+    metadata and stored orientation; every other block keeps its coefficients); when the input's
+    coding cannot be patched (CMYK, RGB-coded, arithmetic, 12-bit) it is encoded afresh with the
+    input's quantisation tables and subsampling, and a warning says so. Other inputs are written as
+    JPEG at quality 95. A 16-bit image can only be written as PNG.
 
     Raises:
         ImageError: ``dest`` is the input file, or the format cannot hold this image.
@@ -357,6 +390,15 @@ def save_image(image: LoadedImage, dest: str | os.PathLike, format: str | None =
     if fmt == "WEBP":
         opts["lossless"] = True
         opts.pop("dpi", None)
+    if fmt == "JPEG" and image.format == "JPEG":
+        patched = _patched_jpeg(image, dest)
+        if patched is not None:
+            try:
+                with atomic_path(dest) as tmp:
+                    tmp.write_bytes(patched)
+            except OSError as exc:
+                raise ImageError(f"{dest}: could not write JPEG image ({exc})") from None
+            return dest
     with atomic_path(dest) as tmp:
         try:
             if image.bit_depth == 16 and (image.pixels.shape[2] == 3 or image.alpha is not None):
