@@ -80,8 +80,10 @@ def cpu_has_bf16() -> bool:
 class WorldConfig:
     """How the toy world is made (saved in ``toyworld.json``).
 
-    res / z_dim / w_dim / mapping_layers / channel_base / channel_max: the generator (official
-    architecture; ``z_dim`` ≥ the number of face parameters). batch: images per step. *_kimg: length
+    res / z_dim / w_dim / mapping_layers / mapping_lr_multiplier / channel_base / channel_max: the
+    generator (official architecture; ``z_dim`` ≥ the number of face parameters). The mapping learns
+    at the full rate (multiplier 1, not the official 0.01) and has 2 layers: with the official values
+    the regression converged about 4x slower here (L1 0.139 after 825 steps against 200 steps). batch: images per step. *_kimg: length
     of each phase in thousands of images. lr: Adam learning rate of the regression phases. adv_weight:
     weight of the adversarial term next to L1 in the adversarial phase; r1_gamma: R1 weight of D.
     ema_kimg: half-life of G's weight average. precision: "bf16" (CPU autocast, where the CPU has
@@ -89,18 +91,19 @@ class WorldConfig:
     default).
     """
 
-    res: int = 64
+    res: int = 32
     z_dim: int = 32
     w_dim: int = 128
-    mapping_layers: int = 4
+    mapping_layers: int = 2
+    mapping_lr_multiplier: float = 1.0
     channel_base: int = 4096
     channel_max: int = 64
     batch: int = 32
-    regress_kimg: float = 60.0
-    adv_kimg: float = 4.0
-    oracle_kimg: float = 10.0
-    regressor_kimg: float = 50.0
-    lr: float = 2e-3
+    regress_kimg: float = 96.0
+    adv_kimg: float = 2.0
+    oracle_kimg: float = 8.0
+    regressor_kimg: float = 40.0
+    lr: float = 6e-3
     adv_weight: float = 0.02
     r1_gamma: float = 0.05
     ema_kimg: float = 2.0
@@ -147,7 +150,7 @@ class WorldConfig:
             w_dim=self.w_dim,
             img_resolution=self.res,
             img_channels=3,
-            mapping_kwargs={"num_layers": self.mapping_layers},
+            mapping_kwargs={"num_layers": self.mapping_layers, "lr_multiplier": self.mapping_lr_multiplier},
             synthesis_kwargs=dict(
                 channel_base=self.channel_base, channel_max=self.channel_max, num_fp16_res=0, conv_clamp=256
             ),
