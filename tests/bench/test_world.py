@@ -70,14 +70,17 @@ def test_missing_world_names_the_command(tmp_path):
 
 def test_shipped_world_has_learned_the_photo_faces():
     w = load_world(default_world_path())  # fails (not skips) when the shipped files are missing
-    assert w.G_real.img_resolution == 64 and w.info["config"]["res"] == 64
+    res = WorldConfig().res  # the shipped world was made with the default settings
+    assert w.G_real.img_resolution == res and w.info["config"]["res"] == res
     torch.manual_seed(0)
     z = torch.randn(16, w.G_real.z_dim)
     with torch.no_grad():
         img = w.G_real(z, None, noise_mode="const")
-        target = render_photo(params_from_z(z), 64)
+        target = render_photo(params_from_z(z), res)
         err = (img - target).abs().mean()
         other = (img - target.roll(1, 0)).abs().mean()  # the photo of another person
-        p_err = w.regressor.identity_error(target, params_from_z(z)).mean()
+        p = params_from_z(z)
+        p_err = w.regressor.identity_error(target, p).mean()
+        p_other = w.regressor.identity_error(target, p.roll(1, 0)).mean()  # another person's parameters
     assert err < 0.6 * other, (float(err), float(other))
-    assert p_err < 0.08
+    assert p_err < 0.7 * p_other, (float(p_err), float(p_other))
