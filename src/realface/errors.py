@@ -32,7 +32,15 @@ class FaceError(RealFaceError):
 
 
 class ConfigError(RealFaceError):
-    """A combination of options is invalid."""
+    """A combination of options is invalid.
+
+    ``field``: the config field at fault (e.g. ``"fine_steps"``), so that the command line can name
+    its option (``--fine-steps``); None when no single field is to blame.
+    """
+
+    def __init__(self, *args: object, field: str | None = None) -> None:
+        super().__init__(*args)
+        self.field = field
 
 
 class Cancelled(KeyboardInterrupt):

@@ -93,12 +93,17 @@ class InvertConfig:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        from realface.options import check_finite
+
+        check_finite(self)
         if self.steps < 1:
-            raise ConfigError(f"steps must be >= 1, got {self.steps}")
+            raise ConfigError(f"steps must be >= 1, got {self.steps}", field="steps")
         if self.coarse_to_fine and not 0 <= self.fine_steps <= self.steps:
-            raise ConfigError(f"fine_steps must be in [0, steps={self.steps}], got {self.fine_steps}")
+            raise ConfigError(
+                f"fine_steps must be in [0, steps={self.steps}], got {self.fine_steps}", field="fine_steps"
+            )
         if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
+            raise ConfigError(f"lr must be > 0, got {self.lr}", field="lr")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision must be fp32 or bf16, got {self.precision!r}")
 

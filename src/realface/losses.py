@@ -143,6 +143,9 @@ class IdentityLossConfig:
     sketch_extractor: str = "xdog"
 
     def __post_init__(self) -> None:
+        from realface.options import check_finite
+
+        check_finite(self)
         if self.sketch_weight < 0 or self.color_weight < 0:
             raise ConfigError(
                 f"identity loss weights must be >= 0, got sketch_weight={self.sketch_weight}, "

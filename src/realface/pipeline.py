@@ -113,6 +113,9 @@ class ApplyConfig:
     baseline_color_weight: float = 3.75e3
 
     def __post_init__(self) -> None:
+        from realface.options import check_finite
+
+        check_finite(self)
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
         if self.face_index is not None and self.face_index < 0:
@@ -122,19 +125,12 @@ class ApplyConfig:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)
 
 
-def parse_layers(spec: str | None) -> tuple[int, ...] | None:
+def parse_layers(spec: str | None, num_ws: int | None = None) -> tuple[int, ...] | None:
     """``'0-7'`` or ``'0,2,4'`` -> W+ layer indices for ``ApplyConfig.transfer_layers``; ``''``, ``'all'``
-    or None -> None (every layer, the paper)."""
-    if spec is None or spec.strip().lower() in ("", "all"):
-        return None
-    from realface.sampling import parse_seeds
+    or None -> None (every layer, the paper). Bounds: see :func:`realface.options.parse_layers`."""
+    from realface.options import parse_layers as _parse
 
-    try:
-        return tuple(parse_seeds(spec))
-    except ConfigError:
-        raise ConfigError(
-            f"transfer layers {spec!r}: give W+ layer indices such as '0-7' or '0,2,4', or 'all'"
-        ) from None
+    return _parse(spec, num_ws, what="--transfer-layers")
 
 
 def transfer(
@@ -149,7 +145,7 @@ def transfer(
     if layers is not None:
         bad = [i for i in layers if not 0 <= i < G_real.num_ws]
         if bad:
-            raise ConfigError(f"transfer layers {bad} out of range [0, {G_real.num_ws})")
+            raise ConfigError(f"transfer layers: {bad[0]} is out of range [0, {G_real.num_ws})")
         keep = torch.zeros(G_real.num_ws, dtype=torch.bool, device=ws.device)
         keep[list(layers)] = True
         avg = w_stats(G_real, stats_samples).w_avg.to(ws.device).reshape(1, 1, -1)

@@ -6,7 +6,6 @@ so ``realface generate --seeds 0-7`` gives the same images as the official tool 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -20,20 +19,10 @@ __all__ = ["SampleConfig", "parse_seeds", "z_from_seed", "to_uint8", "make_grid"
 
 
 def parse_seeds(spec: str) -> list[int]:
-    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11]. Ranges are inclusive."""
-    seeds: list[int] = []
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if not m:
-            raise ConfigError(f"invalid seed specification {part!r} in {spec!r}; use e.g. '0-7' or '1,5,9'")
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) is not None else lo
-        if hi < lo:
-            raise ConfigError(f"invalid seed range {part!r}: end before start")
-        seeds.extend(range(lo, hi + 1))
-    if not seeds:
-        raise ConfigError("no seeds given")
-    return seeds
+    """'0-3,7,10-11' -> [0, 1, 2, 3, 7, 10, 11]. Ranges are inclusive; see :func:`realface.options.parse_seeds`."""
+    from realface.options import parse_seeds as _parse
+
+    return _parse(spec, what="--seeds")
 
 
 def z_from_seed(seed: int, z_dim: int) -> torch.Tensor:

@@ -61,6 +61,41 @@ def _write_crash_log(exc: BaseException) -> Path | None:
         return None
 
 
+def _option_names() -> set[str]:
+    """Every ``--long`` option name of every command."""
+    import click
+
+    _load_commands()
+    names: set[str] = set()
+
+    def walk(cmd: click.Command) -> None:
+        for param in cmd.params:
+            names.update(o for o in (*param.opts, *param.secondary_opts) if o.startswith("--"))
+        for sub in getattr(cmd, "commands", {}).values():
+            walk(sub)
+
+    walk(typer.main.get_command(app))
+    return names
+
+
+def render_error(exc: RealFaceError) -> str:
+    """The message of ``exc`` for the command line: a config field (``fine_steps``) is named by its
+    option (``--fine-steps``) where a command has one."""
+    import re
+
+    message = str(exc)
+    field = getattr(exc, "field", None)
+    if field:
+        option = "--" + field.replace("_", "-")
+        if option in _option_names():
+            pattern = rf"(?<![\w-]){re.escape(field)}(?![\w-])"
+            if re.search(pattern, message):
+                message = re.sub(pattern, option, message)
+            else:
+                message = f"{option}: {message}"
+    return message
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script and of ``python -m realface``.
 
@@ -77,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="realface")
     except RealFaceError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {render_error(exc)}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

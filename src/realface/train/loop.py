@@ -97,6 +97,9 @@ class TrainConfig:
     grid_size: int = 8
 
     def __post_init__(self) -> None:
+        from realface.options import check_finite
+
+        check_finite(self)
         if self.batch < 1 or self.kimg <= 0 or self.lr <= 0 or self.kimg_per_tick <= 0:
             raise ConfigError(f"batch, kimg, lr and kimg_per_tick must be positive: {self}")
         if self.precision not in ("fp32", "fp16", "bf16"):
