@@ -27,7 +27,9 @@ def _short(spec: str, limit: int = 40) -> str:
     return repr(spec if len(spec) <= limit else spec[:limit] + "...")
 
 
-def parse_range(spec: str, *, what: str, upper: int, max_items: int, example: str) -> list[int]:
+def parse_range(
+    spec: str, *, what: str, upper: int, max_items: int, example: str, noun: str = "value"
+) -> list[int]:
     """``'0-3,7'`` -> ``[0, 1, 2, 3, 7]``: inclusive ranges of integers in ``[0, upper)``.
 
     Bounds and the total count (at most ``max_items``, duplicates counted) are checked before any
@@ -38,7 +40,7 @@ def parse_range(spec: str, *, what: str, upper: int, max_items: int, example: st
     for part in filter(None, (p.strip() for p in str(spec).split(","))):
         m = _PART.fullmatch(part)
         if not m:
-            raise ConfigError(f"{what}: invalid value {_short(part)}; use e.g. {example!r}")
+            raise ConfigError(f"{what}: invalid {noun} {_short(part)}; use e.g. {example!r}")
         lo = int(m.group(1))
         hi = int(m.group(2)) if m.group(2) is not None else lo
         if hi < lo:
@@ -59,7 +61,7 @@ def parse_range(spec: str, *, what: str, upper: int, max_items: int, example: st
 
 def parse_seeds(spec: str, *, what: str = "seeds") -> list[int]:
     """Seeds ``'0-7'`` or ``'1,5,9-12'``: each in ``[0, 2**32)``, at most :data:`MAX_SEEDS` of them."""
-    return parse_range(spec, what=what, upper=2**32, max_items=MAX_SEEDS, example="0-7")
+    return parse_range(spec, what=what, upper=2**32, max_items=MAX_SEEDS, example="0-7", noun="seed")
 
 
 def parse_layers(
@@ -70,7 +72,9 @@ def parse_layers(
     if spec is None or spec.strip().lower() in ("", "all"):
         return None
     upper = MAX_LAYERS if num_ws is None else int(num_ws)
-    return tuple(parse_range(spec, what=what, upper=upper, max_items=upper, example="0-7"))
+    return tuple(
+        parse_range(spec, what=what, upper=upper, max_items=upper, example="0-7", noun="transfer layers")
+    )
 
 
 def check_finite(obj: object, prefix: str = "") -> None:
