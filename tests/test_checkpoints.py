@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import io
+import itertools
 import os
 import pickle
 import sys
@@ -13,6 +15,7 @@ import pytest
 import torch
 
 from realface.checkpoints import (
+    NetworkRecord,
     convert_pickle,
     detect_format,
     load_discriminator,
@@ -22,7 +25,10 @@ from realface.checkpoints import (
     save_networks,
 )
 from realface.errors import CheckpointError, UnsafePickleError
+from realface.nn.arch import state_numel
+from realface.nn.stylegan2 import Discriminator, Generator
 from tests._helpers import tiny_discriminator, tiny_generator, write_official_pickle
+from tests._hostile import NETWORK_CASES
 from tests.conftest import data_file
 
 
@@ -210,3 +216,63 @@ def test_registry_id_resolves_through_weights_cache():
     # Offline (set by conftest) and absent: the weights error names the id and how to import it.
     with pytest.raises(WeightsError, match=r"sg2ada-ffhq1024.*realface weights import"):
         load_generator("sg2ada-ffhq1024")
+
+
+# --------------------------------------------------------------------------------------------------
+# Untrusted architecture metadata: checked before anything is built
+
+
+@pytest.mark.parametrize("case", sorted(NETWORK_CASES))
+def test_hostile_network_metadata_is_refused_before_building(tmp_path, monkeypatch, case):
+    build, message = NETWORK_CASES[case]
+    path = build(tmp_path / ("net.safetensors" if case.startswith("st_") else "net.pkl"))
+
+    class _NeverBuilt:
+        def __init__(self, **kwargs):
+            raise AssertionError("a network was constructed from hostile metadata")
+
+    monkeypatch.setattr(
+        "realface.checkpoints.NETWORK_CLASSES", {"Generator": _NeverBuilt, "Discriminator": _NeverBuilt}
+    )
+    with pytest.raises(CheckpointError) as info:
+        load_generator(path, cache=False)
+    text = str(info.value)
+    assert text.startswith(f"{path}: "), text
+    assert message in text, text
+    assert len(text) < 400 and "\n" not in text, text
+
+
+def test_size_arithmetic_equals_the_built_networks():
+    """state_numel() is what lets a loader refuse unbuilt; it must equal the real state_dict sizes."""
+    numel = lambda m: sum(t.numel() for t in m.state_dict().values())  # noqa: E731
+    configs = 0
+    for res, c_dim, layers, noise, k, filt in itertools.product(
+        [4, 8, 32], [0, 3], [1, 2], [True, False], [1, 3], [None, [1, 2, 1]]
+    ):
+        syn = dict(channel_base=res * 16, channel_max=16, use_noise=noise, kernel_size=k, conv_clamp=256)
+        if filt:
+            syn["resample_filter"] = filt
+        kw = dict(z_dim=8, c_dim=c_dim, w_dim=12, img_resolution=res, img_channels=3,
+                  mapping_kwargs=dict(num_layers=layers, layer_features=10), synthesis_kwargs=syn)  # fmt: skip
+        assert state_numel("Generator", kw) == numel(Generator(**kw)), kw
+        dk = dict(c_dim=c_dim, img_resolution=res, img_channels=1 if noise else 3, channel_base=res * 16,
+                  channel_max=16, cmap_dim=None if k == 1 else 5, mapping_kwargs=dict(num_layers=layers),
+                  block_kwargs=dict(resample_filter=filt) if filt else {},
+                  epilogue_kwargs=dict(mbstd_num_channels=0 if noise else 2))  # fmt: skip
+        assert state_numel("Discriminator", dk) == numel(Discriminator(**dk)), dk
+        configs += 1
+    assert configs == 96
+    official = read_official_pickle(data_file("stylegan2-ada", "sg2ada_tiny64.pkl"))["networks"]
+    for rec in official.values():
+        assert state_numel(rec.class_name, rec.init_kwargs) == sum(t.numel() for t in rec.state_dict.values())
+
+
+def test_record_build_checks_its_own_tensors():
+    """A record made by other code (not read from a file) gets the same check before it is built."""
+    G = tiny_generator(8)
+    kw = copy.deepcopy(G.init_kwargs)
+    kw["synthesis_kwargs"].update(channel_base=2**20, channel_max=2048)
+    rec = NetworkRecord("Generator", kw, G.state_dict(), source="G.json")
+    with pytest.raises(CheckpointError, match="^G.json: the declared Generator has .* refusing to build it"):
+        rec.build()
+    _same_state(NetworkRecord("Generator", G.init_kwargs, G.state_dict()).build(), G)

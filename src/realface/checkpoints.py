@@ -24,8 +24,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import os
 import pickle
+import re
 import struct
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -40,6 +42,7 @@ from safetensors.torch import load_file as _st_load_file
 from safetensors.torch import save_file as _st_save_file
 
 from realface.errors import CheckpointError, UnsafePickleError
+from realface.nn.arch import ArchError, check_depth, check_init_kwargs
 from realface.nn.stylegan2 import Discriminator, Generator
 from realface.utils.fs import atomic_path
 
@@ -60,6 +63,12 @@ FORMAT_NAME = "realface.networks"
 FORMAT_VERSION = "1"
 NETWORK_CLASSES: dict[str, type[torch.nn.Module]] = {"Generator": Generator, "Discriminator": Discriminator}
 _PICKLE_NETWORK_KEYS = ("G", "D", "G_ema")
+#: A declared architecture may hold at most this many values more than the file's tensors before
+#: it is refused unbuilt (the exact tensor names and shapes are compared once it is built).
+SIZE_SLACK = 1.5
+SIZE_ALLOWANCE = 1 << 16
+MAX_MODULE_DEPTH = 16
+MAX_NETWORKS_HEADER = 1 << 20  # bytes of the 'networks' JSON (a real one is about 1 kB)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -78,12 +87,18 @@ class _PersistentStub:
 
     @property
     def state(self) -> dict:
-        return self.meta.get("state") or {}
+        return self.meta["state"]
 
 
 def _reconstruct_persistent_obj(meta: Any) -> _PersistentStub:
     if not isinstance(meta, dict) or meta.get("type") != "class" or "state" not in meta:
         raise UnsafePickleError(f"unexpected persistence record (type {type(meta).__name__})")
+    if not isinstance(meta["state"], dict):
+        raise CheckpointError(
+            f"a persistence record's state must be a dict, got {type(meta['state']).__name__}"
+        )
+    if not isinstance(meta.get("class_name"), str):
+        raise CheckpointError("a persistence record has no class name")
     return _PersistentStub(meta)
 
 
@@ -194,26 +209,76 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def _stub_state_dict(
-    stub: _PersistentStub, prefix: str = "", out: dict | None = None
-) -> dict[str, torch.Tensor]:
-    """Parameters, persistent buffers and children of a stub tree, in ``Module.state_dict()`` order."""
-    out = OrderedDict() if out is None else out
-    state = stub.state
-    for name, p in (state.get("_parameters") or {}).items():
-        if p is not None:
+def _state_part(state: dict, key: str, where: str) -> Mapping:
+    part = state.get(key)
+    if part is None:
+        return {}
+    if not isinstance(part, Mapping) or not all(isinstance(k, str) for k in part):
+        raise CheckpointError(f"{where}{key} must be a dict keyed by name, got {type(part).__name__}")
+    return part
+
+
+def _stub_state_dict(stub: _PersistentStub) -> dict[str, torch.Tensor]:
+    """Parameters, persistent buffers and children of a stub tree, in ``Module.state_dict()`` order.
+
+    Walked with an explicit stack (pre-order, like ``state_dict()``), so hostile nesting cannot
+    exhaust the interpreter's stack; every entry's type is checked.
+    """
+    out: dict[str, torch.Tensor] = OrderedDict()
+    stack: list[tuple[_PersistentStub, str, int]] = [(stub, "", 0)]
+    while stack:
+        node, prefix, depth = stack.pop()
+        where = f"module '{prefix[:-1]}': " if prefix else ""
+        if depth > MAX_MODULE_DEPTH:
+            raise CheckpointError(f"{where}modules are nested more than {MAX_MODULE_DEPTH} levels deep")
+        state = node.state
+        for name, p in _state_part(state, "_parameters", where).items():
+            if p is None:
+                continue
+            if not isinstance(p, torch.Tensor):
+                raise CheckpointError(f"{where}parameter '{name}' is {type(p).__name__}, not a tensor")
             out[prefix + name] = p.detach()
-    non_persistent = state.get("_non_persistent_buffers_set") or set()
-    for name, b in (state.get("_buffers") or {}).items():
-        if b is not None and name not in non_persistent:
+        non_persistent = state.get("_non_persistent_buffers_set") or set()
+        if not isinstance(non_persistent, (set, frozenset)) or not all(
+            isinstance(n, str) for n in non_persistent
+        ):
+            raise CheckpointError(f"{where}_non_persistent_buffers_set must be a set of names")
+        for name, b in _state_part(state, "_buffers", where).items():
+            if b is None or name in non_persistent:
+                continue
+            if not isinstance(b, torch.Tensor):
+                raise CheckpointError(f"{where}buffer '{name}' is {type(b).__name__}, not a tensor")
             out[prefix + name] = b.detach()
-    for name, child in (state.get("_modules") or {}).items():
-        if child is None:
-            continue
-        if not isinstance(child, _PersistentStub):
-            raise CheckpointError(f"module '{prefix}{name}' is not a StyleGAN2-ADA persistent object")
-        _stub_state_dict(child, prefix + name + ".", out)
+        children = []
+        for name, child in _state_part(state, "_modules", where).items():
+            if child is None:
+                continue
+            if not isinstance(child, _PersistentStub):
+                raise CheckpointError(f"module '{prefix}{name}' is not a StyleGAN2-ADA persistent object")
+            children.append((child, prefix + name + ".", depth + 1))
+        stack.extend(reversed(children))
     return out
+
+
+def _numel(tensors: Mapping[str, Any]) -> int:
+    return sum(math.prod(t) if isinstance(t, tuple) else t.numel() for t in tensors.values())
+
+
+def check_network_config(class_name: Any, init_kwargs: Any, file_numel: int, where: str) -> None:
+    """Schema of a declared network, and its size against the ``file_numel`` values the file holds.
+
+    Raises :class:`CheckpointError` starting with ``where`` (the file and network) before anything
+    is allocated: a few bytes of metadata cannot make realface build a network of gigabytes.
+    """
+    try:
+        declared = check_init_kwargs(class_name, init_kwargs)
+    except ArchError as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
+    if declared > SIZE_SLACK * file_numel + SIZE_ALLOWANCE:
+        raise CheckpointError(
+            f"{where}: the declared {class_name} has {declared:,} values ({declared * 4 / 2**20:,.1f} MiB "
+            f"as float32) but the file holds only {file_numel:,} values for it; refusing to build it"
+        )
 
 
 @dataclass
@@ -224,11 +289,13 @@ class NetworkRecord:
     init_kwargs: dict[str, Any]
     state_dict: dict[str, torch.Tensor]
     extra: dict[str, Any] = field(default_factory=dict)
+    source: str = "network"
 
     def build(self, device: torch.device | str = "cpu") -> torch.nn.Module:
         cls = NETWORK_CLASSES.get(self.class_name)
         if cls is None:
             raise CheckpointError(f"cannot build a network of class {self.class_name!r}")
+        check_network_config(self.class_name, self.init_kwargs, _numel(self.state_dict), self.source)
         try:
             net = cls(**self.init_kwargs)
         except TypeError as exc:
@@ -292,21 +359,39 @@ def read_official_pickle(path: str | os.PathLike) -> dict[str, Any]:
             raise CheckpointError(f"{path}: entry '{key}' is not a StyleGAN2-ADA network")
         if stub.class_name not in NETWORK_CLASSES:
             raise CheckpointError(f"{path}: entry '{key}' has unsupported class {stub.class_name!r}")
+        where = f"{path}: network '{key}'"
         init_args = stub.state.get("_init_args") or ()
+        if not isinstance(init_args, (tuple, list)):
+            raise CheckpointError(f"{where}: _init_args must be a tuple, got {type(init_args).__name__}")
         if len(init_args):
-            raise CheckpointError(f"{path}: entry '{key}' was built with positional arguments {init_args!r}")
+            raise CheckpointError(f"{where} was built with {len(init_args)} positional argument(s)")
+        raw_kwargs = stub.state.get("_init_kwargs") or {}
+        try:
+            check_depth(raw_kwargs, 8, "_init_kwargs")
+        except ArchError as exc:
+            raise CheckpointError(f"{where}: {exc}") from None
+        init_kwargs = _plain(raw_kwargs)
+        try:
+            state_dict = _stub_state_dict(stub)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{where}: {exc}") from None
+        check_network_config(stub.class_name, init_kwargs, _numel(state_dict), where)
         networks[key] = NetworkRecord(
-            class_name=stub.class_name,
-            init_kwargs=_plain(stub.state.get("_init_kwargs") or {}),
-            state_dict=_stub_state_dict(stub),
+            class_name=stub.class_name, init_kwargs=init_kwargs, state_dict=state_dict, source=where
         )
     if not networks:
         raise CheckpointError(f"{path}: contains none of the networks {_PICKLE_NETWORK_KEYS}")
     pipe = data.get("augment_pipe")
+    training_set_kwargs = data.get("training_set_kwargs")
+    try:
+        check_depth(training_set_kwargs, 8, "training_set_kwargs")
+        pipe_state = _stub_state_dict(pipe) if isinstance(pipe, _PersistentStub) else None
+    except (ArchError, CheckpointError) as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     return {
         "networks": networks,
-        "augment_pipe": _stub_state_dict(pipe) if isinstance(pipe, _PersistentStub) else None,
-        "training_set_kwargs": _plain(data.get("training_set_kwargs")),
+        "augment_pipe": pipe_state,
+        "training_set_kwargs": _plain(training_set_kwargs),
     }
 
 
@@ -369,13 +454,55 @@ def save_networks(
     return Path(path)
 
 
+_NETWORK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def _networks_header(path: Path, text: Any) -> dict[str, dict[str, Any]]:
+    """The ``networks`` header, checked: an object of at most 16 ``name -> {class, init_kwargs}``."""
+    if not isinstance(text, str):
+        raise CheckpointError(f"{path}: has no 'networks' header (not a realface network file)")
+    if len(text) > MAX_NETWORKS_HEADER:
+        raise CheckpointError(f"{path}: the 'networks' header is larger than {MAX_NETWORKS_HEADER >> 10} kB")
+    try:
+        header = json.loads(text)
+    except RecursionError:
+        raise CheckpointError(f"{path}: the 'networks' header is nested too deeply") from None
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: malformed 'networks' header ({exc})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(
+            f"{path}: the 'networks' header must be a JSON object of networks, got {type(header).__name__}"
+        )
+    if not header or len(header) > 16:
+        raise CheckpointError(f"{path}: the 'networks' header lists {len(header)} networks (1..16 expected)")
+    for name, info in header.items():
+        if not _NETWORK_NAME.match(name):
+            raise CheckpointError(f"{path}: network name {name[:80]!r} is not a plain identifier")
+        where = f"{path}: network '{name}'"
+        if not isinstance(info, dict):
+            raise CheckpointError(f"{where}: must be an object with 'class' and 'init_kwargs'")
+        for key in ("class", "init_kwargs"):
+            if key not in info:
+                raise CheckpointError(f"{where}: lacks the required key '{key}'")
+        unknown = sorted(set(info) - {"class", "init_kwargs"})
+        if unknown:
+            raise CheckpointError(f"{where}: unknown key(s) {unknown[:5]}")
+        if not isinstance(info["init_kwargs"], dict):
+            raise CheckpointError(f"{where}: init_kwargs must be an object")
+        try:
+            check_depth(info["init_kwargs"], 8, "init_kwargs")
+        except ArchError as exc:
+            raise CheckpointError(f"{where}: {exc}") from None
+    return header
+
+
 def _read_safetensors(path: Path) -> dict[str, NetworkRecord]:
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        tensors = _st_load_file(str(path))
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({exc})") from exc
     if meta.get("format") != FORMAT_NAME:
@@ -386,16 +513,24 @@ def _read_safetensors(path: Path) -> dict[str, NetworkRecord]:
         raise CheckpointError(
             f"{path}: realface network format version {meta.get('version')!r} is not supported"
         )
+    header = _networks_header(path, meta.get("networks"))
+    for name, info in header.items():
+        prefix = name + "."
+        held = {k: s for k, s in shapes.items() if k.startswith(prefix)}
+        check_network_config(info["class"], info["init_kwargs"], _numel(held), f"{path}: network '{name}'")
     try:
-        header = json.loads(meta["networks"])
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: malformed 'networks' header ({exc})") from exc
+        tensors = _st_load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({exc})") from exc
     records = {}
     for name, info in header.items():
         prefix = name + "."
         sd = OrderedDict((k[len(prefix) :], v) for k, v in tensors.items() if k.startswith(prefix))
         records[name] = NetworkRecord(
-            class_name=info["class"], init_kwargs=info["init_kwargs"], state_dict=sd
+            class_name=info["class"],
+            init_kwargs=info["init_kwargs"],
+            state_dict=sd,
+            source=f"{path}: network '{name}'",
         )
     return records
 

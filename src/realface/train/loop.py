@@ -41,6 +41,7 @@ from PIL import Image
 from realface.checkpoints import load_discriminator, load_generator, save_networks
 from realface.errors import CheckpointError, ConfigError
 from realface.nn.stylegan2 import Discriminator, Generator
+from realface.train.checkpoint import Checkpoint, check_matches, read_checkpoint
 from realface.train.loss import LossWeights, StyleGAN2Loss, draw
 from realface.utils.fs import atomic_path, atomic_write_text
 
@@ -133,9 +134,9 @@ def latest_checkpoint(run: str | os.PathLike) -> Path:
 
 def export_generator(run: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Write the G_ema of a run's latest checkpoint as the G_rendering file that ``apply`` uses."""
-    ckpt = latest_checkpoint(run)
-    G_ema = load_generator(ckpt / "networks.safetensors", which="G_ema")
-    state = json.loads((ckpt / "state.json").read_text())
+    ckpt = read_checkpoint(latest_checkpoint(run))
+    G_ema = ckpt.records["G_ema"].build()
+    state = ckpt.state
     meta = {"source_run": str(run), "kimg": f"{state['cur_nimg'] / 1000:.3f}", "role": "G_rendering"}
     return save_networks({"G_ema": G_ema}, dst, metadata=meta)
 
@@ -190,6 +191,8 @@ class Trainer:
                 f"batch {cfg.batch} is not divisible by the number of processes {self.dist.world}"
             )
         self.batch_local = cfg.batch // self.dist.world
+        # A checkpoint to resume from is read and checked before anything is built.
+        ckpt = read_checkpoint(latest_checkpoint(resume)) if resume is not None else None
         if self.device.type != "cuda" and cfg.precision != "fp32":
             log.warning("precision %s needs CUDA; training in float32 on %s", cfg.precision, self.device)
         self._build_networks()
@@ -198,8 +201,8 @@ class Trainer:
         self.cur_nimg = 0
         self.cur_tick = 0
         self.batch_idx = 0
-        if resume is not None:
-            self.load_checkpoint(latest_checkpoint(resume))
+        if ckpt is not None:
+            self.load_checkpoint(ckpt)
 
     # --- set-up -----------------------------------------------------------------------------------
 
@@ -439,18 +442,13 @@ class Trainer:
         log.info("checkpoint %s", final)
         return final
 
-    def load_checkpoint(self, ckpt: Path) -> None:
-        from safetensors.torch import load_file
-
-        from realface.checkpoints import read_network_records
-
-        recs = read_network_records(ckpt / "networks.safetensors")
+    def load_checkpoint(self, ckpt: Path | Checkpoint) -> None:
+        if not isinstance(ckpt, Checkpoint):
+            ckpt = read_checkpoint(ckpt)
+        check_matches(ckpt, {"G": self.G, "G_ema": self.G_ema, "D": self.D})
+        recs, state, tensors, ckpt = ckpt.records, ckpt.state, ckpt.tensors, ckpt.path
         for name, net in (("G", self.G), ("G_ema", self.G_ema), ("D", self.D)):
-            if name not in recs:
-                raise CheckpointError(f"{ckpt}: has no network {name}")
             net.load_state_dict(recs[name].state_dict)
-        state = json.loads((ckpt / "state.json").read_text())
-        tensors = load_file(str(ckpt / "state.safetensors"))
         self.cur_nimg, self.cur_tick, self.batch_idx = (
             state["cur_nimg"],
             state["cur_tick"],
@@ -472,11 +470,20 @@ class Trainer:
                     _, idx, key = k.split(".", 2)
                     per[int(idx)][key] = v if key == "step" else v.to(self.device)
             sd["state"] = dict(per)
+            if len(sd["param_groups"]) != len(state[name]):
+                raise CheckpointError(
+                    f"{ckpt / 'state.json'}: {name} has {len(state[name])} parameter group(s), "
+                    f"this run's optimiser {len(sd['param_groups'])}"
+                )
             for g, saved in zip(sd["param_groups"], state[name], strict=True):
                 g.update({k: (tuple(v) if k == "betas" else v) for k, v in saved.items()})
+            _check_moments(ckpt / "state.safetensors", name, opt, per)
             opt.load_state_dict(sd)
         if state.get("loader") is not None:
-            self.loader.load_state_dict(_join_tensors(state["loader"], tensors))
+            try:
+                self.loader.load_state_dict(_join_tensors(state["loader"], tensors))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CheckpointError(f"{ckpt / 'state.json'}: unusable loader state ({exc})") from None
             self._loader_iter = None
         log.info("resumed from %s at %.3f kimg", ckpt, self.cur_nimg / 1000)
 
@@ -574,6 +581,23 @@ class Trainer:
         if writer is not None:
             writer.close()
         return self.run_dir
+
+
+def _check_moments(
+    path: Path, name: str, opt: torch.optim.Optimizer, per: dict[int, dict[str, torch.Tensor]]
+) -> None:
+    """Saved Adam moments belong to this optimiser's parameters (index and shape)."""
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for idx, st in per.items():
+        if idx >= len(params):
+            raise CheckpointError(
+                f"{path}: {name} has state for parameter {idx}; the optimiser has {len(params)}"
+            )
+        for key, v in st.items():
+            if key != "step" and tuple(v.shape) != tuple(params[idx].shape):
+                raise CheckpointError(
+                    f"{path}: {name}.{idx}.{key} has shape {tuple(v.shape)}, the parameter {tuple(params[idx].shape)}"
+                )
 
 
 def _split_tensors(obj: Any, path: str, out: dict[str, torch.Tensor]) -> Any:
