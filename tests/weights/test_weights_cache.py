@@ -421,3 +421,41 @@ def test_read_only_cache_is_still_readable(tmp_path, home, monkeypatch):
     missing = make_record("http://127.0.0.1:9/x", payload(10), id="absent")
     with pytest.raises(MissingWeightsError, match="realface weights import absent PATH"):
         weight_path(missing)
+
+
+# --- require_weights ---------------------------------------------------------------------------------
+
+
+def test_require_weights_lists_every_missing_file_in_one_message(home):
+    from realface.weights import apply_weight_ids, require_weights
+
+    ids = apply_weight_ids("sg2ada-ffhq1024", None, "parsing")
+    assert ids == ["sg2ada-ffhq1024", "tv-vgg16", "lpips-vgg-v0.1", "dlib-lm68", "dlib-mmod", "bisenet-79999"]
+    assert apply_weight_ids("G.safetensors", "vgg.pth", "auto") == [
+        "lpips-vgg-v0.1",
+        "dlib-lm68",
+        "dlib-mmod",
+    ]
+    with pytest.raises(MissingWeightsError) as info:
+        require_weights([*ids, "dfe-sketch"], progress=False)
+    message = str(info.value)
+    assert message.startswith("4 weight file(s) needed here are missing")
+    for wid in ("sg2ada-ffhq1024", "tv-vgg16", "bisenet-79999"):
+        assert f"`realface weights fetch {wid}`" in message
+    assert "`realface weights import dfe-sketch PATH`" in message
+    assert "lpips-vgg-v0.1" not in message and "dlib-lm68" not in message  # present (package files)
+
+
+def test_require_weights_downloads_what_it_can_and_returns_verified_paths(
+    file_server, online, home, monkeypatch
+):
+    from realface.weights import require_weights
+
+    a, b = payload(3000, seed=5), payload(2000, seed=6)
+    ra = make_record(file_server.add("/ra.bin", a), a, id="req-a")
+    rb = make_record(file_server.add("/rb.bin", b), b, id="req-b", filename="b.bin")
+    monkeypatch.setitem(REGISTRY, ra.id, ra)
+    monkeypatch.setitem(REGISTRY, rb.id, rb)
+    paths = require_weights(["req-a", "req-b", "req-a"], progress=False)
+    assert list(paths) == ["req-a", "req-b"]
+    assert paths["req-a"].read_bytes() == a and paths["req-b"].read_bytes() == b

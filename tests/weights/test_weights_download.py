@@ -22,7 +22,7 @@ from realface.weights import (
     verify_weight,
     weight_path,
 )
-from realface.weights.cache import anchor_path, cached_file_path
+from realface.weights.cache import anchor_path, cached_file_path, clear_hash_memo
 from tests.weights._support import FAST, make_record, payload, sha256
 
 
@@ -226,6 +226,24 @@ def test_silent_corruption_found_by_verify_is_fetched_again(file_server, online,
     assert result.ok is False and "sha256" in result.problem
     assert _get(record).read_bytes() == data
     assert len(file_server.requests_for("/s.bin")) == 2
+
+
+def test_in_place_corruption_with_size_and_mtime_kept_is_caught_by_the_next_process(
+    file_server, online, home
+):
+    data = payload(8000)
+    record = make_record(file_server.add("/p.bin", data), data)
+    path = _get(record)
+    st = path.stat()
+    with open(path, "r+b") as f:  # same inode, same size
+        f.seek(4000)
+        f.write(b"\xff" * 16)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_ino == st.st_ino and path.stat().st_mtime_ns == st.st_mtime_ns
+    clear_hash_memo()  # what a new process starts with: every file is hashed on its first use
+    assert _get(record).read_bytes() == data
+    assert len(file_server.requests_for("/p.bin")) == 2
+    assert not (home / "hashes").exists()  # nothing memoised on disk
 
 
 def test_unpinned_file_is_recorded_loudly_and_checked_later(file_server, online, home, monkeypatch, caplog):

@@ -23,11 +23,13 @@ from realface.weights.errors import (
 from realface.weights.registry import REGISTRY, WeightRecord, get_record
 from realface.weights.store import (
     VerifyResult,
+    apply_weight_ids,
     converted_generator_path,
     converted_path,
     import_weight,
     licence_line,
     locate,
+    require_weights,
     size_short,
     verify_weight,
     weight_path,
@@ -43,6 +45,8 @@ __all__ = [
     "sha256_file",
     "import_weight",
     "locate",
+    "require_weights",
+    "apply_weight_ids",
     "verify_weight",
     "VerifyResult",
     "converted_path",
