@@ -338,11 +338,11 @@ def test_unresolvable_host_fails_at_once_with_the_manual_route(online, home, mon
 
     calls = []
 
-    def no_dns(request, timeout=None):
+    def no_dns(request, timeout=None, hosts=None):
         calls.append(request.full_url)
         raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
 
-    monkeypatch.setattr(urllib.request, "urlopen", no_dns)
+    monkeypatch.setattr("realface.weights.download._open", no_dns)
     data = payload(100)
     record = make_record(
         ("http://weights.example.invalid/a.bin", "http://mirror.example.invalid/a.bin"), data

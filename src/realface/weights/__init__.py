@@ -19,6 +19,7 @@ from realface.weights.errors import (
     MissingWeightsError,
     UnknownWeightError,
     WeightsError,
+    WrongFileError,
 )
 from realface.weights.registry import REGISTRY, WeightRecord, get_record
 from realface.weights.store import (
@@ -60,4 +61,5 @@ __all__ = [
     "ChecksumError",
     "DownloadError",
     "UnknownWeightError",
+    "WrongFileError",
 ]

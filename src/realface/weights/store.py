@@ -36,6 +36,7 @@ from realface.weights.cache import (
     sha256_file,
     write_anchor,
 )
+from realface.weights.content import check_content
 from realface.weights.download import DownloadOptions, download_record
 from realface.weights.errors import (
     ChecksumError,
@@ -43,6 +44,7 @@ from realface.weights.errors import (
     ManualDownloadRequired,
     MissingWeightsError,
     WeightsError,
+    WrongFileError,
 )
 from realface.weights.registry import REGISTRY, WeightRecord, get_record
 
@@ -306,8 +308,10 @@ def import_weight(
 ) -> Path:
     """Verify a file the user already has and store it in the cache as the record's file.
 
-    The source file is only read (never moved or modified). It must have the record's size and sha256;
-    for an unpinned record its hash is recorded (with a warning) and checked on every later use.
+    The source file is only read (never moved or modified). It must have the record's size and sha256.
+    A file of an unpinned record must fit what the record describes (format signature, plausible size,
+    network class and resolution; :func:`realface.weights.content.check_content`), else
+    :class:`WrongFileError`; its hash is then recorded (with a warning) and checked on every later use.
     ``link=True`` hard-links instead of copying when source and cache share a file system (falls back
     to a copy otherwise). Returns the cached path.
     """
@@ -326,6 +330,11 @@ def import_weight(
     if dest.exists() and dest.resolve() == src.resolve():
         _check(record, dest, root, anchored=True, full=True)
         return dest
+    if not record.pinned:  # no hash vouches for it: the file must at least be what the record describes
+        try:
+            check_content(record, src)
+        except WrongFileError as exc:
+            raise WrongFileError(f"{exc}; nothing was imported") from None
     with file_lock(dest, f"weight {record.id}"):
         if link:
             digest = sha256_file(src)
