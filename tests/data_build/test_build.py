@@ -64,7 +64,9 @@ def test_build_zip_from_urls_then_resume_and_export(server, tmp_path, monkeypatc
     # The dataset: a zip in the StyleGAN2-ADA layout that the training reader takes.
     with zipfile.ZipFile(out) as zf:
         names = sorted(zf.namelist())
-        assert json.loads(zf.read("dataset.json")) == {"labels": None}
+        doc = json.loads(zf.read("dataset.json"))
+    build_id = json.loads((work / "build_config.json").read_text())["build_id"]
+    assert doc == {"labels": None, "realface": {"build_id": build_id}}
     images = [n for n in names if n != "dataset.json"]
     assert images == ["00000/img00000000.png", "00000/img00000001.png", "00000/img00000002.png"]
     ds = ImageDataset(out)

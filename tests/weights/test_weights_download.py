@@ -353,3 +353,66 @@ def test_unresolvable_host_fails_at_once_with_the_manual_route(online, home, mon
     msg = str(info.value)
     assert "cannot resolve the host" in msg and f"realface weights import {record.id}" in msg
     assert str(cached_file_path(record, home)) in msg
+
+
+# --- redirects and byte ceilings --------------------------------------------------------------------
+
+
+def test_redirects_are_followed_only_over_http_to_allowed_hosts_and_counted(file_server, online, home):
+    data = payload(4000)
+    file_server.add("/real.bin", data)
+    port = file_server.port
+    # Same host: followed.
+    file_server.redirects["/r-ok"] = "/real.bin"
+    assert _get(make_record(file_server.url("/r-ok"), data, id="r-ok")).read_bytes() == data
+
+    def refused(record, *words):
+        with pytest.raises(DownloadError) as info:
+            _get(record)
+        message = str(info.value)
+        assert all(w in message for w in words), message
+        dest = cached_file_path(record, home)
+        assert not dest.exists() and not dest.with_name(dest.name + ".part").exists()
+        return message
+
+    # ftp:// (urllib would follow it): refused, and no retry of a refused redirect.
+    file_server.redirects["/r-ftp"] = "ftp://127.0.0.1/real.bin"
+    refused(make_record(file_server.url("/r-ftp"), data, id="r-ftp"), "ftp://127.0.0.1/real.bin", "only http")
+    assert len(file_server.requests_for("/r-ftp")) == 1
+    # Another host (localhost resolves to the same server): refused unless the record allows it.
+    file_server.redirects["/r-host"] = f"http://localhost:{port}/real.bin"
+    refused(make_record(file_server.url("/r-host"), data, id="r-host"), "'localhost'", "127.0.0.1")
+    allowed = make_record(file_server.url("/r-host"), data, id="r-host2", redirect_hosts=("localhost",))
+    assert _get(allowed).read_bytes() == data
+    # A chain longer than the cap (here: a loop through six distinct paths) is refused.
+    for i in range(7):
+        file_server.redirects[f"/loop{i}"] = f"/loop{(i + 1) % 7}"
+    refused(make_record(file_server.url("/loop0"), data, id="r-loop"), "more than 5 redirects")
+    assert len(file_server.requests_for("/loop0")) == 1
+
+
+def test_a_record_without_a_size_gets_at_most_twice_its_approximate_size(file_server, online, home):
+    from realface.weights.download import byte_limit
+
+    record = make_record(file_server.url("/endless"), None, id="endless", pinned=False, approx_size=10_000)
+    file_server.endless.add("/endless")
+    assert byte_limit(record) == 20_000
+    with pytest.raises(DownloadError) as info:
+        _get(record)
+    assert "more than the 20,000 bytes accepted for 'endless'" in str(info.value)
+    dest = cached_file_path(record, home)
+    assert not dest.exists() and not dest.with_name(dest.name + ".part").exists()
+    assert len(file_server.requests_for("/endless")) == 1  # refused, not retried
+
+    # An announced length over the ceiling is refused before any byte is stored.
+    big = make_record(
+        file_server.add("/big.bin", payload(30_000)), None, id="big", pinned=False, approx_size=10_000
+    )
+    with pytest.raises(DownloadError) as info:
+        _get(big)
+    assert "server announces 30,000 bytes, more than the 20,000 accepted" in str(info.value)
+    # Within the factor: accepted.
+    ok = make_record(
+        file_server.add("/ok.bin", payload(15_000)), None, id="ok", pinned=False, approx_size=10_000
+    )
+    assert _get(ok).stat().st_size == 15_000
