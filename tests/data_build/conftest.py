@@ -37,6 +37,7 @@ class Served:
     base: str
     files: dict[str, bytes]
     requests: list[tuple[str, str | None]] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each request, in order
     flaky_seen: set[str] = field(default_factory=set)
 
     def url(self, route: str, name: str) -> str:
@@ -67,6 +68,7 @@ def _handler(served: Served, lock: threading.Lock) -> type[BaseHTTPRequestHandle
             rng = self.headers.get("Range")
             with lock:
                 served.requests.append((self.path, rng))
+                served.arrivals.append(time.monotonic())
             parts = self.path.strip("/").split("/", 1)
             route, name = (parts[0], parts[1]) if len(parts) == 2 else ("", "")
             data = served.files.get(name)

@@ -64,7 +64,9 @@ def test_build_zip_from_urls_then_resume_and_export(server, tmp_path, monkeypatc
     # The dataset: a zip in the StyleGAN2-ADA layout that the training reader takes.
     with zipfile.ZipFile(out) as zf:
         names = sorted(zf.namelist())
-        assert json.loads(zf.read("dataset.json")) == {"labels": None}
+        doc = json.loads(zf.read("dataset.json"))
+    build_id = json.loads((work / "build_config.json").read_text())["build_id"]
+    assert doc == {"labels": None, "realface": {"build_id": build_id}}
     images = [n for n in names if n != "dataset.json"]
     assert images == ["00000/img00000000.png", "00000/img00000001.png", "00000/img00000002.png"]
     ds = ImageDataset(out)
@@ -228,3 +230,43 @@ def test_output_that_is_not_a_build_is_refused(tmp_path, fixture_files):
     assert (out / "holiday.jpg").read_bytes() == b"x"
     with pytest.raises(ConfigError, match="either a URL list or an image folder"):
         build_dataset(tmp_path / "x", config=BuildConfig(size=256))
+
+
+def test_existing_zip_is_replaced_only_when_this_build_made_it(tmp_path, fixture_files):
+    folder = write_images(tmp_path / "renders", fixture_files, ["render.jpg"])
+    config = BuildConfig(size=256, fetch=FetchConfig(workers=1))
+    # A zip the user made: refused (nothing written, not even the build folder), replaced with overwrite.
+    out = tmp_path / "my_archive.zip"
+    with zipfile.ZipFile(out, "w") as zf:
+        zf.writestr("holiday/notes.txt", "precious")
+    before = out.read_bytes()
+    with pytest.raises(ConfigError, match="my_archive.zip.*not a dataset made by"):
+        build_dataset(out, images=folder, config=config, progress=False)
+    assert out.read_bytes() == before and not (tmp_path / "my_archive.build").exists()
+    # A file that is not a zip at all: refused the same way.
+    other = tmp_path / "notes.zip"
+    other.write_bytes(b"plain text")
+    with pytest.raises(ConfigError, match="notes.zip.*--overwrite"):
+        build_dataset(other, images=folder, config=config, progress=False)
+    assert other.read_bytes() == b"plain text"
+
+    build_dataset(out, images=folder, config=config, progress=False, overwrite=True)
+    with zipfile.ZipFile(out) as zf:
+        doc = json.loads(zf.read("dataset.json"))
+        assert "holiday/notes.txt" not in zf.namelist()
+    work_cfg = json.loads((tmp_path / "my_archive.build" / "build_config.json").read_text())
+    assert doc["labels"] is None and doc["realface"]["build_id"] == work_cfg["build_id"]
+
+    # The same build replaces its own zip (a rerun with a new file).
+    (folder / "render2.jpg").write_bytes(fixture_files["astronaut.png"])
+    s = build_dataset(out, images=folder, config=config, progress=False)
+    assert s.images == 3 and len(ImageDataset(out)) == 3
+
+    # A realface dataset of another build (copied over this name) is refused too.
+    second = tmp_path / "second.zip"
+    build_dataset(second, images=folder, config=config, progress=False)
+    second_bytes = second.read_bytes()
+    out.write_bytes(second_bytes)
+    with pytest.raises(ConfigError, match="another build"):
+        build_dataset(out, images=folder, config=config, progress=False)
+    assert out.read_bytes() == second_bytes

@@ -104,3 +104,54 @@ def test_rate_limiter_spaces_requests_per_host():
         assert gaps[-1] - gaps[0] >= 4 * 0.05 - 0.01  # five starts need four intervals
     assert time.monotonic() - t0 < 0.6  # the two hosts were served side by side, not one after the other
     assert HostRateLimiter(rate=0).wait("a") == 0.0
+
+
+class _FakeClock:
+    """Stands in for the ``time`` module inside the limiter: sleeping advances the clock exactly."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+
+
+@pytest.mark.parametrize("rate", [2.0, 3.0, 0.5])
+def test_rate_limiter_is_a_true_sliding_window(monkeypatch, rate):
+    clock = _FakeClock()
+    monkeypatch.setattr("realface.data.fetch.time", clock)
+    limiter = HostRateLimiter(rate)
+    starts = []
+    for _ in range(9):
+        limiter.wait("example.org")
+        starts.append(clock.now)
+        limiter.wait("other.example")  # another host never delays this one
+    per_window = max(1, int(rate))
+    for i in range(len(starts) - per_window):
+        # per_window + 1 consecutive starts never fit in one closed one-second window
+        assert starts[i + per_window] - starts[i] > 1.0, starts
+    assert all(b - a >= 1 / rate - 1e-9 for a, b in zip(starts, starts[1:], strict=False)), starts
+
+
+def test_rate_limit_holds_at_the_server_retries_included(server, tmp_path):
+    limiter = HostRateLimiter(2.0)
+    config = FetchConfig(workers=4, rate_per_host=2.0, timeout=2, retries=2, backoff=0.0, max_backoff=0.0)
+    names = ["render.jpg", "astronaut.png", "noface.png"]
+    urls = [server.url("flaky", names[0])] + [server.url("f", n) for n in names[1:]]
+    threads = [
+        threading.Thread(
+            target=fetch_url, args=(u, tmp_path / f"{i}.bin"), kwargs=dict(config=config, limiter=limiter)
+        )
+        for i, u in enumerate(urls)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert len(server.requests) == 4  # three files and one retry (the first answer was 503)
+    arrivals = sorted(server.arrivals)
+    assert all(later - first > 1.0 for first, later in zip(arrivals, arrivals[2:], strict=False)), arrivals
+    assert all((tmp_path / f"{i}.bin").exists() for i in range(3))

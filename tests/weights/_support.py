@@ -35,6 +35,8 @@ class FileServer:
 
     files: dict[str, bytes] = field(default_factory=dict)
     plan: dict[str, deque[str]] = field(default_factory=dict)
+    redirects: dict[str, str] = field(default_factory=dict)  # path -> Location of a 302 answer
+    endless: set[str] = field(default_factory=set)  # paths streamed without Content-Length, unbounded
     requests: list[Request] = field(default_factory=list)
     port: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -70,6 +72,25 @@ def _make_handler(server: FileServer) -> type[http.server.BaseHTTPRequestHandler
 
         def do_GET(self):  # noqa: N802 - name fixed by BaseHTTPRequestHandler
             range_header = self.headers.get("Range")
+            if self.path in server.redirects:
+                server.log(Request(self.path, range_header, 302, 0))
+                self.send_response(302)
+                self.send_header("Location", server.redirects[self.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if self.path in server.endless:  # no length announced; stops only when the client hangs up
+                server.log(Request(self.path, range_header, 200, 0))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.end_headers()
+                chunk = b"\0" * 65536
+                try:
+                    for _ in range(2048):  # 128 MiB at most, so that a broken client cannot hang the suite
+                        self.wfile.write(chunk)
+                except OSError:
+                    pass
+                return
             data = server.files.get(self.path)
             behaviour = server.next_behaviour(self.path)
             # Each request is logged before any byte of the answer leaves, so that a client's retry can

@@ -421,3 +421,102 @@ def test_read_only_cache_is_still_readable(tmp_path, home, monkeypatch):
     missing = make_record("http://127.0.0.1:9/x", payload(10), id="absent")
     with pytest.raises(MissingWeightsError, match="realface weights import absent PATH"):
         weight_path(missing)
+
+
+# --- require_weights ---------------------------------------------------------------------------------
+
+
+def test_require_weights_lists_every_missing_file_in_one_message(home):
+    from realface.weights import apply_weight_ids, require_weights
+
+    ids = apply_weight_ids("sg2ada-ffhq1024", None, "parsing")
+    assert ids == ["sg2ada-ffhq1024", "tv-vgg16", "lpips-vgg-v0.1", "dlib-lm68", "dlib-mmod", "bisenet-79999"]
+    assert apply_weight_ids("G.safetensors", "vgg.pth", "auto") == [
+        "lpips-vgg-v0.1",
+        "dlib-lm68",
+        "dlib-mmod",
+    ]
+    with pytest.raises(MissingWeightsError) as info:
+        require_weights([*ids, "dfe-sketch"], progress=False)
+    message = str(info.value)
+    assert message.startswith("4 weight file(s) needed here are missing")
+    for wid in ("sg2ada-ffhq1024", "tv-vgg16", "bisenet-79999"):
+        assert f"`realface weights fetch {wid}`" in message
+    assert "`realface weights import dfe-sketch PATH`" in message
+    assert "lpips-vgg-v0.1" not in message and "dlib-lm68" not in message  # present (package files)
+
+
+def test_require_weights_downloads_what_it_can_and_returns_verified_paths(
+    file_server, online, home, monkeypatch
+):
+    from realface.weights import require_weights
+
+    a, b = payload(3000, seed=5), payload(2000, seed=6)
+    ra = make_record(file_server.add("/ra.bin", a), a, id="req-a")
+    rb = make_record(file_server.add("/rb.bin", b), b, id="req-b", filename="b.bin")
+    monkeypatch.setitem(REGISTRY, ra.id, ra)
+    monkeypatch.setitem(REGISTRY, rb.id, rb)
+    paths = require_weights(["req-a", "req-b", "req-a"], progress=False)
+    assert list(paths) == ["req-a", "req-b"]
+    assert paths["req-a"].read_bytes() == a and paths["req-b"].read_bytes() == b
+
+
+# --- what an unpinned import must be -----------------------------------------------------------------
+
+
+def test_import_of_an_unpinned_record_checks_format_size_class_and_resolution(tmp_path, home):
+    from realface.weights import WrongFileError
+    from tests.conftest import data_file
+
+    pkl = data_file("stylegan2-ada", "sg2ada_tiny64.pkl")
+    png = data_file("images", "astronaut.png")
+    size = pkl.stat().st_size
+
+    def record(**kw):
+        fields = dict(
+            format="sg2-persistence-pkl", approx_size=size, network_class="Generator", resolution=64
+        )
+        fields.update(kw)
+        return make_record(
+            "http://127.0.0.1:9/g.pkl", None, id="imp-g", filename="g.pkl", pinned=False, **fields
+        )
+
+    def refused(rec, src, *words):
+        with pytest.raises(WrongFileError) as info:
+            import_weight(rec, src)
+        message = str(info.value)
+        assert message.startswith(f"{src}: ") and message.endswith("nothing was imported"), message
+        assert "\n" not in message and all(w in message for w in words), message
+        assert not cached_file_path(rec, home).exists()
+
+    refused(record(), png, "not a recognised model file", "is pickle")  # the photo that became ffhq.pkl
+    refused(record(approx_size=381_400_000), pkl, f"{size:,} bytes", "about 381,400,000 bytes")
+    refused(record(resolution=1024), pkl, "64-pixel images", "1024-pixel images")
+    refused(record(network_class="Discriminator"), pkl, "class 'Generator'", "'Discriminator'")
+    truncated = tmp_path / "cut.pkl"
+    truncated.write_bytes(pkl.read_bytes()[: size * 3 // 4])
+    refused(record(), truncated, "not a readable StyleGAN2-ADA network pickle")
+    refused(record(format="zip of ONNX models", network_class=None, resolution=None), pkl, "a pickle file")
+    # The real registry record refuses the photo before anything else.
+    refused(REGISTRY["sg2ada-ffhq1024"], png, "sg2ada-ffhq1024")
+
+    dest = import_weight(record(), pkl)
+    assert dest.read_bytes() == pkl.read_bytes()
+
+
+def test_import_accepts_torch_zip_and_legacy_pickle_state_dicts(tmp_path, home):
+    import torch
+
+    new, old = tmp_path / "new.pth", tmp_path / "old.pth"
+    torch.save({"w": torch.zeros(3)}, new)
+    torch.save({"w": torch.zeros(3)}, old, _use_new_zipfile_serialization=False)
+    for i, src in enumerate((new, old)):
+        rec = make_record(
+            "http://127.0.0.1:9/s.pth",
+            None,
+            id=f"imp-sd{i}",
+            pinned=False,
+            format="torch-state-dict",
+            approx_size=src.stat().st_size,
+        )
+        assert import_weight(rec, src).read_bytes() == src.read_bytes()

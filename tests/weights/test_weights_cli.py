@@ -77,7 +77,11 @@ def test_path_of_a_missing_file_is_one_actionable_line(capsys, home):
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and err.startswith("error: weight 'tv-vgg16'")
     assert "realface weights import tv-vgg16 PATH" in err
+    assert "run `realface weights fetch tv-vgg16`" in err
     assert "Traceback" not in err
+    code, out, err = run(capsys, "weights", "path", "dfe-sketch")  # manual-only: import, never fetch
+    assert code == 1 and "realface weights import dfe-sketch PATH" in err
+    assert "realface weights fetch dfe-sketch" not in err
 
 
 def test_fetch_needs_ids_or_all(capsys):
@@ -91,9 +95,47 @@ def test_fetch_all_offline_reports_each_missing_file_and_fails(capsys, home):
     code, out, err = run(capsys, "weights", "fetch", "--all", "--no-progress")
     assert code == 1
     assert "ok       dlib-lm68" in out  # package-shipped files are there
-    assert "error: weight 'tv-vgg16'" in err and "offline mode" in err
-    assert "error: weight 'dfe-sketch'" in err and "must be fetched by hand" in err
-    assert "curricularface" not in err  # optional records are not part of --all
+    assert "FAILED   tv-vgg16" in err and "offline mode" in err
+    assert "realface weights fetch tv-vgg16" in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "tv-vgg16" in errors[0]
+    assert "dfe-sketch" not in err  # manual-only: listed as skipped, not a failure
+    assert "skipped  dfe-sketch" in out and "realface weights import dfe-sketch PATH" in out
+    assert "curricularface" not in err + out  # optional records are not part of --all
+
+
+def test_fetch_all_skips_manual_only_records_and_succeeds(capsys, monkeypatch, file_server, online, home):
+    data = payload(5000)
+    downloadable = make_record(file_server.add("/all.bin", data), data, id="all-net")
+    manual = make_record(
+        "https://drive.google.com/open?id=xyz",
+        None,
+        id="all-manual",
+        manual_only=True,
+        manual_hint="unzip it",
+    )
+    monkeypatch.setattr("realface.cli.weights.REGISTRY", {r.id: r for r in (downloadable, manual)})
+    monkeypatch.setitem(REGISTRY, downloadable.id, downloadable)
+    monkeypatch.setitem(REGISTRY, manual.id, manual)
+
+    code, out, err = run(capsys, "weights", "fetch", "--all", "--no-progress")
+    assert code == 0, err
+    assert f"ok       all-net  {cached_file_path(downloadable, home)}" in out
+    assert "skipped  all-manual  (manual download: download it from https://drive.google.com" in out
+    assert "(unzip it), then `realface weights import all-manual PATH`" in out
+    assert "note: 1 manual-only weight(s) were skipped: all-manual" in out
+    assert "error:" not in err
+
+
+def test_fetch_of_one_bad_weight_is_exactly_one_error_line(capsys, home):
+    code, out, err = run(capsys, "weights", "fetch", "--no-progress", "tv-vgg16")
+    assert code == 1 and out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: weight 'tv-vgg16'")
+    assert "run `realface weights fetch tv-vgg16`" in lines[0]
+    code, out, err = run(capsys, "weights", "fetch", "--no-progress", "tv-vgg16", "fid-inception")
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1 and "tv-vgg16, fid-inception" in errors[0]
 
 
 def test_import_good_and_bad_file(capsys, monkeypatch, tmp_path, home):

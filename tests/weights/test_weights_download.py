@@ -22,7 +22,7 @@ from realface.weights import (
     verify_weight,
     weight_path,
 )
-from realface.weights.cache import anchor_path, cached_file_path
+from realface.weights.cache import anchor_path, cached_file_path, clear_hash_memo
 from tests.weights._support import FAST, make_record, payload, sha256
 
 
@@ -228,6 +228,24 @@ def test_silent_corruption_found_by_verify_is_fetched_again(file_server, online,
     assert len(file_server.requests_for("/s.bin")) == 2
 
 
+def test_in_place_corruption_with_size_and_mtime_kept_is_caught_by_the_next_process(
+    file_server, online, home
+):
+    data = payload(8000)
+    record = make_record(file_server.add("/p.bin", data), data)
+    path = _get(record)
+    st = path.stat()
+    with open(path, "r+b") as f:  # same inode, same size
+        f.seek(4000)
+        f.write(b"\xff" * 16)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_ino == st.st_ino and path.stat().st_mtime_ns == st.st_mtime_ns
+    clear_hash_memo()  # what a new process starts with: every file is hashed on its first use
+    assert _get(record).read_bytes() == data
+    assert len(file_server.requests_for("/p.bin")) == 2
+    assert not (home / "hashes").exists()  # nothing memoised on disk
+
+
 def test_unpinned_file_is_recorded_loudly_and_checked_later(file_server, online, home, monkeypatch, caplog):
     data = payload(6000)
     record = make_record(file_server.add("/u.bin", data), data, pinned=False)
@@ -320,11 +338,11 @@ def test_unresolvable_host_fails_at_once_with_the_manual_route(online, home, mon
 
     calls = []
 
-    def no_dns(request, timeout=None):
+    def no_dns(request, timeout=None, hosts=None):
         calls.append(request.full_url)
         raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
 
-    monkeypatch.setattr(urllib.request, "urlopen", no_dns)
+    monkeypatch.setattr("realface.weights.download._open", no_dns)
     data = payload(100)
     record = make_record(
         ("http://weights.example.invalid/a.bin", "http://mirror.example.invalid/a.bin"), data
@@ -335,3 +353,66 @@ def test_unresolvable_host_fails_at_once_with_the_manual_route(online, home, mon
     msg = str(info.value)
     assert "cannot resolve the host" in msg and f"realface weights import {record.id}" in msg
     assert str(cached_file_path(record, home)) in msg
+
+
+# --- redirects and byte ceilings --------------------------------------------------------------------
+
+
+def test_redirects_are_followed_only_over_http_to_allowed_hosts_and_counted(file_server, online, home):
+    data = payload(4000)
+    file_server.add("/real.bin", data)
+    port = file_server.port
+    # Same host: followed.
+    file_server.redirects["/r-ok"] = "/real.bin"
+    assert _get(make_record(file_server.url("/r-ok"), data, id="r-ok")).read_bytes() == data
+
+    def refused(record, *words):
+        with pytest.raises(DownloadError) as info:
+            _get(record)
+        message = str(info.value)
+        assert all(w in message for w in words), message
+        dest = cached_file_path(record, home)
+        assert not dest.exists() and not dest.with_name(dest.name + ".part").exists()
+        return message
+
+    # ftp:// (urllib would follow it): refused, and no retry of a refused redirect.
+    file_server.redirects["/r-ftp"] = "ftp://127.0.0.1/real.bin"
+    refused(make_record(file_server.url("/r-ftp"), data, id="r-ftp"), "ftp://127.0.0.1/real.bin", "only http")
+    assert len(file_server.requests_for("/r-ftp")) == 1
+    # Another host (localhost resolves to the same server): refused unless the record allows it.
+    file_server.redirects["/r-host"] = f"http://localhost:{port}/real.bin"
+    refused(make_record(file_server.url("/r-host"), data, id="r-host"), "'localhost'", "127.0.0.1")
+    allowed = make_record(file_server.url("/r-host"), data, id="r-host2", redirect_hosts=("localhost",))
+    assert _get(allowed).read_bytes() == data
+    # A chain longer than the cap (here: a loop through six distinct paths) is refused.
+    for i in range(7):
+        file_server.redirects[f"/loop{i}"] = f"/loop{(i + 1) % 7}"
+    refused(make_record(file_server.url("/loop0"), data, id="r-loop"), "more than 5 redirects")
+    assert len(file_server.requests_for("/loop0")) == 1
+
+
+def test_a_record_without_a_size_gets_at_most_twice_its_approximate_size(file_server, online, home):
+    from realface.weights.download import byte_limit
+
+    record = make_record(file_server.url("/endless"), None, id="endless", pinned=False, approx_size=10_000)
+    file_server.endless.add("/endless")
+    assert byte_limit(record) == 20_000
+    with pytest.raises(DownloadError) as info:
+        _get(record)
+    assert "more than the 20,000 bytes accepted for 'endless'" in str(info.value)
+    dest = cached_file_path(record, home)
+    assert not dest.exists() and not dest.with_name(dest.name + ".part").exists()
+    assert len(file_server.requests_for("/endless")) == 1  # refused, not retried
+
+    # An announced length over the ceiling is refused before any byte is stored.
+    big = make_record(
+        file_server.add("/big.bin", payload(30_000)), None, id="big", pinned=False, approx_size=10_000
+    )
+    with pytest.raises(DownloadError) as info:
+        _get(big)
+    assert "server announces 30,000 bytes, more than the 20,000 accepted" in str(info.value)
+    # Within the factor: accepted.
+    ok = make_record(
+        file_server.add("/ok.bin", payload(15_000)), None, id="ok", pinned=False, approx_size=10_000
+    )
+    assert _get(ok).stat().st_size == 15_000

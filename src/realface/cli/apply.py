@@ -144,6 +144,9 @@ def apply(
     from realface.batch import collect_inputs
 
     collect_inputs(inputs, exclude=[outdir])  # a missing input stops the run before any model is loaded
+    from realface.weights import apply_weight_ids, require_weights
+
+    require_weights(apply_weight_ids(real, lpips_vgg, mask), progress=progress)  # all missing ones at once
     dev = resolve_device(device)
     # Load everything before the first image, so missing weights stop the run at once.
     from realface.checkpoints import load_generator

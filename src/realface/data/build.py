@@ -45,7 +45,10 @@ temporaries of interrupted writes are deleted when a run starts, so the dataset 
 holds complete images that the manifest accounts for. A zip is written only at the end of a run,
 from the staging folder, atomically (temporary file + rename): an interrupted run leaves the previous
 zip (or none), never a partial one, and the next run rebuilds it. A build folder made with other
-result-affecting settings (size, filters) is refused rather than mixed.
+result-affecting settings (size, filters) is refused rather than mixed. An existing ``.zip`` at the
+output path is replaced only when its ``dataset.json`` carries the build id recorded in this build
+folder's ``build_config.json`` (it is this build's own earlier result), or with ``overwrite=True``
+(``--overwrite``); any other file there is refused before anything is written.
 
 **Parallelism.** ``fetch.workers`` threads download ahead of the image processing, which runs in the
 calling thread in input order (so numbering and deduplication are deterministic).
@@ -64,6 +67,7 @@ import math
 import os
 import re
 import time
+import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
@@ -361,11 +365,49 @@ def _outputs(record: dict[str, Any]) -> list[str]:
 # --- the output folder --------------------------------------------------------------------------
 
 
-def _check_output(paths: BuildPaths) -> None:
+def _zip_build_id(path: Path) -> str | None:
+    """The build id in the ``dataset.json`` of a zip written by :func:`_write_zip`, or None when the file
+    is not a zip, has no (small, valid) ``dataset.json`` or no build id in it."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            info = zf.getinfo(DATASET_JSON)
+            if info.file_size > 64 << 10:
+                return None
+            doc = json.loads(zf.read(info).decode("utf-8"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, RuntimeError, NotImplementedError):
+        return None
+    build = doc.get("realface") if isinstance(doc, dict) else None
+    build_id = build.get("build_id") if isinstance(build, dict) else None
+    return build_id if isinstance(build_id, str) and build_id else None
+
+
+def _work_build_id(work: Path) -> str | None:
+    """The build id recorded in the build folder's ``build_config.json``, or None."""
+    try:
+        doc = json.loads((work / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    build_id = doc.get("build_id") if isinstance(doc, dict) else None
+    return build_id if isinstance(build_id, str) and build_id else None
+
+
+def _check_output(paths: BuildPaths, overwrite: bool = False) -> None:
     """Refuse to write into something that is not (yet) a build of ours."""
     if paths.is_zip:
         if paths.output.exists() and not paths.output.is_file():
             raise ConfigError(f"-o {paths.output}: exists and is not a file")
+        if paths.output.is_file() and not overwrite:
+            zip_id = _zip_build_id(paths.output)
+            if zip_id is None:
+                raise ConfigError(
+                    f"-o {paths.output}: the file exists and is not a dataset made by `realface dataset "
+                    "build`; choose another name, or pass --overwrite to replace it"
+                )
+            if zip_id != _work_build_id(paths.work):
+                raise ConfigError(
+                    f"-o {paths.output}: the file is a dataset of another build (build id {zip_id}, not "
+                    f"the one in {paths.work}); choose another name, or pass --overwrite to replace it"
+                )
         return
     if paths.output.exists() and not paths.output.is_dir():
         raise ConfigError(f"-o {paths.output}: exists and is not a folder (name a folder, or a .zip file)")
@@ -378,7 +420,8 @@ def _check_output(paths: BuildPaths) -> None:
             )
 
 
-def _check_config(paths: BuildPaths, config: BuildConfig) -> str:
+def _check_config(paths: BuildPaths, config: BuildConfig) -> tuple[str, str]:
+    """The config hash and the build id; the first run records both in ``build_config.json``."""
     fields = config.result_fields()
     digest = hash_config(fields)
     cfg_path = paths.work / CONFIG_NAME
@@ -399,10 +442,20 @@ def _check_config(paths: BuildPaths, config: BuildConfig) -> str:
                 f"{paths.output} was built with other settings ({changed or 'unknown'}); build into a new "
                 "output, or use the same settings to continue"
             )
+        build_id = old.get("build_id")
+        if not isinstance(build_id, str) or not build_id:  # a build folder of an older version
+            build_id = uuid.uuid4().hex
+            atomic_write_text(cfg_path, json.dumps({**old, "build_id": build_id}, indent=2) + "\n")
     else:
-        doc = {"config_hash": digest, "settings": fields, "fetch": dataclasses.asdict(config.fetch)}
+        build_id = uuid.uuid4().hex
+        doc = {
+            "config_hash": digest,
+            "build_id": build_id,
+            "settings": fields,
+            "fetch": dataclasses.asdict(config.fetch),
+        }
         atomic_write_text(cfg_path, json.dumps(doc, indent=2) + "\n")
-    return digest
+    return digest, build_id
 
 
 def _remove_orphans(images: Path, referenced: set[str]) -> int:
@@ -657,10 +710,12 @@ def _process_safely(
 # --- finishing ------------------------------------------------------------------------------------
 
 
-def _write_zip(paths: BuildPaths, names: list[str]) -> None:
-    """The dataset zip, atomically: ``dataset.json`` then the images in name order, stored."""
+def _write_zip(paths: BuildPaths, names: list[str], build_id: str) -> None:
+    """The dataset zip, atomically: ``dataset.json`` (labels, and the build id that lets a later run of
+    the same build replace it) then the images in name order, stored."""
+    doc = {"labels": None, "realface": {"build_id": build_id}}
     with atomic_path(paths.output) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr(DATASET_JSON, json.dumps({"labels": None}))
+        zf.writestr(DATASET_JSON, json.dumps(doc))
         for name in names:
             zf.write(paths.images / name, name)
 
@@ -712,6 +767,7 @@ def build_dataset(
     work: str | os.PathLike | None = None,
     progress: bool = True,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    overwrite: bool = False,
 ) -> BuildSummary:
     """Build (or continue building) an aligned training set; see the module docstring.
 
@@ -723,6 +779,8 @@ def build_dataset(
         work: the build folder (default ``<output without .zip>.build`` beside the output).
         progress: show a progress bar.
         on_record: called with each manifest record after it is written (progress reporting).
+        overwrite: replace an existing ``.zip`` output even when it is not this build's dataset (by
+            default a zip is only replaced when its ``dataset.json`` carries this build folder's id).
 
     Returns:
         The :class:`BuildSummary`, also written to ``<work>/summary.json``.
@@ -736,7 +794,7 @@ def build_dataset(
     if (urls is None) == (images is None):
         raise ConfigError("give either a URL list or an image folder, not both or neither")
     paths = BuildPaths.for_output(output, work)
-    _check_output(paths)
+    _check_output(paths, overwrite)
     if images is not None:
         inputs = _file_inputs(Path(os.path.abspath(images)), exclude=[paths.output, paths.work])
     else:
@@ -751,7 +809,7 @@ def build_dataset(
         raise ConfigError(f"cannot create {paths.work} or {paths.images}: {exc.strerror or exc}") from None
 
     with _locked(paths.work):
-        config_hash = _check_config(paths, config)
+        config_hash, build_id = _check_config(paths, config)
         remove_stale_temporaries(paths.images)
         records = _read_manifest(paths.manifest)
         latest = _latest(records)
@@ -851,7 +909,7 @@ def build_dataset(
             _remove_orphans(paths.images, set(names))
         if not interrupted:
             if paths.is_zip:
-                _write_zip(paths, names)
+                _write_zip(paths, names, build_id)
             _write_contact_sheet(paths, names, config.sample_size)
         items, faces = _summarise(latest, len(inputs), done_now, skipped, len(todo) - done_now)
         summary = BuildSummary(

@@ -16,11 +16,13 @@ is given), so a rerun fetches only what is missing.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import email.utils
 import http.client
 import logging
+import math
 import os
 import random
 import re
@@ -48,9 +50,9 @@ class FetchConfig:
 
     Attributes:
         workers: downloads running at once (threads). Default 8.
-        rate_per_host: most requests started per second towards one host name, retries included
-            (``0`` for no limit). Default 2: polite towards image hosts and CDNs, and 8 workers
-            still keep several hosts busy.
+        rate_per_host: most requests started in any one-second window towards one host name,
+            retries included (``0`` for no limit; see :class:`HostRateLimiter`). Default 2: polite
+            towards image hosts and CDNs, and 8 workers still keep several hosts busy.
         timeout: seconds to wait for a connection or for the next bytes of a response. Default 30.
         retries: further attempts after a failure that can pass (connection errors, time-outs,
             HTTP 408/425/429/5xx, a body cut short). Default 3. HTTP 4xx fails at once.
@@ -83,15 +85,23 @@ class FetchError(RealFaceError):
 
 
 class HostRateLimiter:
-    """Spaces out request starts per host: at most ``rate`` per second towards each host name.
+    """Paces request starts per host name: a true sliding window of one second.
 
-    Thread-safe. Each caller reserves the next free slot under a lock and sleeps outside it, so
-    requests to different hosts never wait for each other.
+    For ``rate`` r, no window of one second (open or closed) holds more than ``max(1, floor(r))``
+    starts towards one host, and starts are also spaced at least ``1 / r`` apart. The window is
+    enforced with a margin of :attr:`MARGIN` seconds, so that network jitter cannot make the
+    server see one start too many in a second. Every attempt (retries included) must call
+    :meth:`wait` first. Thread-safe: each caller reserves its slot under a lock and sleeps
+    outside it, so requests to different hosts never wait for each other.
     """
+
+    WINDOW = 1.0
+    MARGIN = 0.05
 
     def __init__(self, rate: float) -> None:
         self.interval = 1.0 / rate if rate > 0 else 0.0
-        self._next: dict[str, float] = {}
+        self.per_window = max(1, math.floor(rate)) if rate > 0 else 0
+        self._starts: dict[str, collections.deque[float]] = {}
         self._lock = threading.Lock()
 
     def wait(self, host: str) -> float:
@@ -100,8 +110,13 @@ class HostRateLimiter:
             return 0.0
         with self._lock:
             now = time.monotonic()
-            slot = max(now, self._next.get(host, now))
-            self._next[host] = slot + self.interval
+            starts = self._starts.setdefault(host, collections.deque(maxlen=self.per_window))
+            slot = now
+            if starts:
+                slot = max(slot, starts[-1] + self.interval)
+            if len(starts) == self.per_window:  # the oldest start of the last `per_window` ones
+                slot = max(slot, starts[0] + self.WINDOW + self.MARGIN)
+            starts.append(slot)
         delay = slot - now
         if delay > 0:
             time.sleep(delay)

@@ -19,15 +19,18 @@ from realface.weights.errors import (
     MissingWeightsError,
     UnknownWeightError,
     WeightsError,
+    WrongFileError,
 )
 from realface.weights.registry import REGISTRY, WeightRecord, get_record
 from realface.weights.store import (
     VerifyResult,
+    apply_weight_ids,
     converted_generator_path,
     converted_path,
     import_weight,
     licence_line,
     locate,
+    require_weights,
     size_short,
     verify_weight,
     weight_path,
@@ -43,6 +46,8 @@ __all__ = [
     "sha256_file",
     "import_weight",
     "locate",
+    "require_weights",
+    "apply_weight_ids",
     "verify_weight",
     "VerifyResult",
     "converted_path",
@@ -56,4 +61,5 @@ __all__ = [
     "ChecksumError",
     "DownloadError",
     "UnknownWeightError",
+    "WrongFileError",
 ]

@@ -13,17 +13,20 @@ import re
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from tqdm.auto import tqdm
 
 from realface.weights.cache import sha256_file
-from realface.weights.errors import ChecksumError, DownloadError
+from realface.weights.content import check_content
+from realface.weights.errors import ChecksumError, DownloadError, WrongFileError
 from realface.weights.registry import WeightRecord
 
-__all__ = ["DownloadOptions", "download_record"]
+__all__ = ["DownloadOptions", "download_record", "byte_limit", "MAX_REDIRECTS", "UNKNOWN_SIZE_FACTOR"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,58 @@ class _Fatal(Exception):
     """Not worth retrying this URL (4xx, wrong size announced); the next mirror may still work."""
 
 
+MAX_REDIRECTS = 5
+"""Redirects followed for one request; more is refused (a loop, or a chain nobody publishes)."""
+
+UNKNOWN_SIZE_FACTOR = 2.0
+"""A record without an exact size may send at most this multiple of its ``approx_size``."""
+
+UNKNOWN_SIZE_CEILING = 4 << 30
+"""The most bytes a record with neither ``size`` nor ``approx_size`` may send (4 GiB)."""
+
+
+def byte_limit(record: WeightRecord) -> int:
+    """The most bytes a download of ``record`` may deliver: its exact size when published, else
+    :data:`UNKNOWN_SIZE_FACTOR` times its approximate size, else :data:`UNKNOWN_SIZE_CEILING`."""
+    if record.size is not None:
+        return record.size
+    if record.approx_size:
+        return int(record.approx_size * UNKNOWN_SIZE_FACTOR)
+    return UNKNOWN_SIZE_CEILING
+
+
+class _RedirectRefused(Exception):
+    pass
+
+
+class _RecordRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to an http(s) URL on a host the record allows, at most
+    :data:`MAX_REDIRECTS` times per request."""
+
+    max_redirections = MAX_REDIRECTS
+
+    def __init__(self, hosts: frozenset[str]) -> None:
+        super().__init__()
+        self.hosts = hosts
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102 (urllib's signature)
+        target = urlparse(urllib.parse.urljoin(req.full_url, newurl))
+        if target.scheme not in ("http", "https"):
+            raise _RedirectRefused(f"refused a redirect to {newurl} (only http and https are followed)")
+        host = (target.hostname or "").lower()
+        if host not in self.hosts:
+            allowed = ", ".join(sorted(self.hosts))
+            raise _RedirectRefused(f"refused a redirect to host {host!r} (this record allows: {allowed})")
+        if len(getattr(req, "redirect_dict", {})) >= MAX_REDIRECTS:
+            raise _RedirectRefused(f"more than {MAX_REDIRECTS} redirects; gave up at {newurl}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _open(request: urllib.request.Request, timeout: float, hosts: frozenset[str]):
+    """``urlopen`` with the record's redirect policy (proxies from the environment still apply)."""
+    return urllib.request.build_opener(_RecordRedirects(hosts)).open(request, timeout=timeout)
+
+
 def _user_agent() -> str:
     from realface import __version__
 
@@ -98,13 +153,21 @@ def _fetch_once(url: str, part: Path, record: WeightRecord, options: DownloadOpt
         have = 0
     if record.size is not None and have == record.size:
         return True  # a previous attempt finished the body but did not get to verify it
+    if urlparse(url).scheme not in ("http", "https"):
+        raise _Fatal("only http and https URLs are downloaded")
+    limit = byte_limit(record)
+    if have > limit:
+        part.unlink()
+        have = 0
     request = urllib.request.Request(
         url, headers={"User-Agent": _user_agent(), "Accept-Encoding": "identity"}
     )
     if have:
         request.add_header("Range", f"bytes={have}-")
     try:
-        response = urllib.request.urlopen(request, timeout=options.timeout)  # noqa: S310 (http/https only)
+        response = _open(request, options.timeout, record.allowed_hosts)
+    except _RedirectRefused as exc:
+        raise _Fatal(str(exc)) from None
     except urllib.error.HTTPError as exc:
         exc.close()
         if exc.code == 416 and have:
@@ -145,6 +208,11 @@ def _fetch_once(url: str, part: Path, record: WeightRecord, options: DownloadOpt
             raise _Transient(f"unexpected HTTP status {status}")
         if total is not None and record.size is not None and total != record.size:
             raise _Fatal(f"server announces {total:,} bytes, the registry expects {record.size:,}")
+        if total is not None and record.size is None and total > limit:
+            raise _Fatal(
+                f"server announces {total:,} bytes, more than the {limit:,} accepted for {record.id!r} "
+                f"({UNKNOWN_SIZE_FACTOR:g} x its approximate size)"
+            )
         expected_total = total if total is not None else record.size
         received = 0
         with (
@@ -174,6 +242,13 @@ def _fetch_once(url: str, part: Path, record: WeightRecord, options: DownloadOpt
                 bar.update(len(chunk))
                 if record.size is not None and have + received > record.size:
                     raise _Fatal(f"server sent more than the expected {record.size:,} bytes")
+                if have + received > limit:
+                    f.close()
+                    part.unlink()
+                    raise _Fatal(
+                        f"server sent more than the {limit:,} bytes accepted for {record.id!r} "
+                        f"({UNKNOWN_SIZE_FACTOR:g} x its approximate size); the partial file was deleted"
+                    )
             try:
                 f.flush()
                 os.fsync(f.fileno())
@@ -250,6 +325,14 @@ def download_record(
             )
             bad_hash = True
             continue
+        if not record.pinned:
+            try:
+                check_content(record, part)
+            except WrongFileError as exc:
+                part.unlink()
+                problems.append(f"{url}: {exc}; the downloaded file was deleted")
+                bad_hash = True
+                continue
         os.replace(part, dest)
         with contextlib.suppress(OSError):
             dir_fd = os.open(dest.parent, os.O_RDONLY)

@@ -12,6 +12,7 @@ __all__ = [
     "ManualDownloadRequired",
     "ChecksumError",
     "DownloadError",
+    "WrongFileError",
 ]
 
 
@@ -33,3 +34,7 @@ class ChecksumError(WeightsError):
 
 class DownloadError(WeightsError):
     """Every URL of a record failed (network errors, HTTP errors, retries exhausted)."""
+
+
+class WrongFileError(ChecksumError):
+    """A file without a published hash is not what its record says (format, size, network, resolution)."""

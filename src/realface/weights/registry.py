@@ -12,6 +12,11 @@ Conventions
   not files: they are shown to the user but never fetched (see :attr:`WeightRecord.download_urls`).
 - ``package``/``package_path``: the file ships inside an installed Python distribution and is used in
   place, read-only (located with :func:`importlib.util.find_spec`, which does not execute the package).
+- ``network_class`` / ``resolution``: for network pickles, the class of the generator and the image
+  size it makes; an imported file without a published hash must match them
+  (:mod:`realface.weights.content`).
+- ``redirect_hosts``: host names a download may be redirected to besides the hosts of ``urls``
+  (release-asset CDNs); any other redirect is refused.
 - ``foreign``: read-only locations where other tools cache the same file; a file found there is used only
   when its hash matches. Templates: ``{torch_hub}`` (``$TORCH_HOME/hub``), ``{dnnlib}`` (stylegan2-ada's
   download cache), ``{pkg:NAME}`` (an installed package's folder); ``*`` globs are allowed.
@@ -53,6 +58,9 @@ class WeightRecord:
     package_path: str | None = None
     foreign: tuple[str, ...] = ()
     manual_hint: str = ""
+    network_class: str | None = None
+    resolution: int | None = None
+    redirect_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not _ID_RE.match(self.id):
@@ -71,6 +79,16 @@ class WeightRecord:
             raise ValueError(f"weight {self.id!r}: package and package_path go together")
         if isinstance(self.urls, str):
             raise TypeError(f"weight {self.id!r}: urls must be a tuple of strings, not a string")
+        if isinstance(self.redirect_hosts, str):
+            raise TypeError(f"weight {self.id!r}: redirect_hosts must be a tuple of host names")
+        if self.resolution is not None and (self.resolution < 4 or self.resolution & (self.resolution - 1)):
+            raise ValueError(f"weight {self.id!r}: resolution must be a power of two >= 4")
+
+    @property
+    def allowed_hosts(self) -> frozenset[str]:
+        """Hosts a download may talk to: those of :attr:`download_urls` and :attr:`redirect_hosts`."""
+        hosts = {(urlparse(u).hostname or "").lower() for u in self.download_urls}
+        return frozenset(h for h in hosts | {h.lower() for h in self.redirect_hosts} if h)
 
     @property
     def pinned(self) -> bool:
@@ -110,6 +128,12 @@ def _is_page_url(url: str) -> bool:
 
 
 _NV_CDN = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained"
+# Where GitHub sends release-asset and raw-file downloads.
+_GITHUB_CDN = (
+    "objects.githubusercontent.com",
+    "release-assets.githubusercontent.com",
+    "raw.githubusercontent.com",
+)
 _FRM = "face_recognition_models"
 
 _RECORDS: tuple[WeightRecord, ...] = (
@@ -126,6 +150,8 @@ _RECORDS: tuple[WeightRecord, ...] = (
         source="NVlabs/stylegan2-ada-pytorch README.md (FFHQ 1024, config-f converted from TF)",
         used_for="G_real, and the starting point of G_rendering (converted once to safetensors)",
         foreign=("{dnnlib}/*ffhq.pkl",),
+        network_class="Generator",
+        resolution=1024,
     ),
     WeightRecord(
         id="tv-vgg16",
@@ -153,6 +179,7 @@ _RECORDS: tuple[WeightRecord, ...] = (
         used_for="LPIPS linear heads on top of VGG16",
         package="lpips",
         package_path="weights/v0.1/vgg.pth",
+        redirect_hosts=_GITHUB_CDN,
     ),
     WeightRecord(
         id="bisenet-79999",
@@ -169,6 +196,7 @@ _RECORDS: tuple[WeightRecord, ...] = (
         source="zllrunning/face-parsing.PyTorch (facexlib parsing_bisenet.pth is byte-identical)",
         used_for="face parsing mask for pasting the realistic face back",
         foreign=("{pkg:facexlib}/weights/parsing_bisenet.pth",),
+        redirect_hosts=_GITHUB_CDN,
     ),
     WeightRecord(
         id="fid-inception",
@@ -192,6 +220,7 @@ _RECORDS: tuple[WeightRecord, ...] = (
             "{torch_hub}/checkpoints/pt_inception-2015-12-05-6726825d.pth",
             "{torch_hub}/checkpoints/weights-inception-2015-12-05-6726825d.pth",
         ),
+        redirect_hosts=_GITHUB_CDN,
     ),
     WeightRecord(
         id="dfe-sketch",
@@ -241,6 +270,7 @@ _RECORDS: tuple[WeightRecord, ...] = (
         source="deepinsight/insightface python-package",
         used_for="optional ArcFace identity similarity",
         optional=True,
+        redirect_hosts=_GITHUB_CDN,
     ),
     WeightRecord(
         id="dlib-lm68",

