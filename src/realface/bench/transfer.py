@@ -3,7 +3,7 @@
 A real test of realism transfer has no ground truth: nobody has the photo of a rendered person. In the
 toy world (:mod:`realface.bench.world`, :mod:`realface.bench.faces`) every CG render has one:
 
-1. ``G_real``: the world's trained 64 px StyleGAN2-ADA generator of procedural "photo" faces, with
+1. ``G_real``: the world's trained 32 px StyleGAN2-ADA generator of procedural "photo" faces, with
    its discriminator ``D``.
 2. A training set of rendered faces: ``render_cg(p)`` for random parameters ``p`` (style ``"cg"``, a
    different drawing of the same geometry), or a fixed pixel filter of the photos (style
@@ -94,12 +94,12 @@ class TransferBenchConfig:
     world: str | None = None
     style: str = "cg"
     train_images: int = 2000
-    kimg: float = 3.0
+    kimg: float = 10.0
     batch: int = 16
     lr: float = 0.002
     gamma: float = 0.05
     sketch_weight: float = 5e-6
-    color_weight: float = 3.75e3
+    color_weight: float = 375.0
     steps: int = 200
     inversion_batch: int = 32
     held_out: int = 32
