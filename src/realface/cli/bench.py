@@ -66,7 +66,9 @@ def transfer(
     held_out: int = typer.Option(None, "--held-out", help="Held-out faces (default 32)."),
     kimg: float = typer.Option(None, "--kimg", help="Fine-tuning length in kimg (default 10)."),
     sketch_weight: float = typer.Option(None, "--sketch-weight", help="λs of the full method (paper 5e-6)."),
-    color_weight: float = typer.Option(None, "--color-weight", help="λc of the full method (default 375; paper 3.75e3)."),
+    color_weight: float = typer.Option(
+        None, "--color-weight", help="λc of the full method (default 375; paper 3.75e3)."
+    ),
     quick: bool = typer.Option(False, "--quick", help="Tiny sizes (a smoke run, about a minute on CPU)."),
     lpips_vgg: str = typer.Option(
         None,
