@@ -205,7 +205,7 @@ NETWORK_CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
         "nested more than 8 levels deep",
     ),
     # official pickles: the persistence records
-    "pk_meta_list": (_pk(lambda meta: [meta]), "unexpected persistence record (type list)"),
+    "pk_meta_list": (_pk(lambda meta: [meta]), "not a StyleGAN2-ADA persistence record (got list)"),
     "pk_state_list": (_pk(lambda meta: meta.update(state=[1, 2])), "state must be a dict, got list"),
     "pk_no_class": (_pk(lambda meta: meta.pop("class_name") and None), "has no class name"),
     "pk_parameter_int": (

@@ -92,3 +92,24 @@ def test_parse_seeds():
     for bad in ("", "a", "3-1", "1--2"):
         with pytest.raises(Exception, match="seed"):
             parse_seeds(bad)
+
+
+def test_generate_and_convert_refuse_hostile_network_metadata(tmp_path, capsys):
+    """Every hostile header or pickled record: exit 1, one `error:` line naming the file, nothing written."""
+    from tests._hostile import NETWORK_CASES
+
+    for case, (build, message) in NETWORK_CASES.items():
+        path = build(tmp_path / (f"{case}.safetensors" if case.startswith("st_") else f"{case}.pkl"))
+        before = path.read_bytes()
+        out = tmp_path / f"{case}_out"
+        argv = ["generate", "--network", path, "--seeds", "0", "-o", out, "--no-progress", "--device", "cpu"]
+        if case.startswith("pk_"):
+            argv = ["convert", path, tmp_path / f"{case}_converted.safetensors"]
+        code = run_cli(*argv)
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+        assert code == 1 and len(lines) == 1, (case, err)
+        assert lines[0].startswith(f"error: {path}: ") and message in lines[0], (case, err)
+        assert "unexpected" not in lines[0] and "Traceback" not in err, (case, err)
+        assert not out.exists() and not (tmp_path / f"{case}_converted.safetensors").exists(), case
+        assert path.read_bytes() == before, case

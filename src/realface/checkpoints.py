@@ -92,7 +92,7 @@ class _PersistentStub:
 
 def _reconstruct_persistent_obj(meta: Any) -> _PersistentStub:
     if not isinstance(meta, dict) or meta.get("type") != "class" or "state" not in meta:
-        raise UnsafePickleError(f"unexpected persistence record (type {type(meta).__name__})")
+        raise UnsafePickleError(f"not a StyleGAN2-ADA persistence record (got {type(meta).__name__})")
     if not isinstance(meta["state"], dict):
         raise CheckpointError(
             f"a persistence record's state must be a dict, got {type(meta['state']).__name__}"
