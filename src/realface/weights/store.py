@@ -430,6 +430,11 @@ def require_weights(
         raise MissingWeightsError(
             f"{len(absent)} weight file(s) needed here are missing{note}: "
             + "; ".join(items)
+            + (
+                "; offline: download the files elsewhere and add each with `realface weights import ID FILE`"
+                if offline
+                else ""
+            )
             + f". Cache: {root / 'weights'}"
         )
     return {
