@@ -59,14 +59,18 @@ def networks_file(path: Path, networks: Any) -> Path:
 def _edited(**changes: Any) -> dict:
     """The good header with init_kwargs changed; keys 'synthesis_kwargs.x' reach into sub-dicts."""
     h = good_networks_header()
-    kw = h["G_ema"]["init_kwargs"]
+    _change(h["G_ema"]["init_kwargs"], changes)
+    return h
+
+
+def _change(kw: dict, changes: dict) -> None:
+    """Set ``changes`` in init kwargs ``kw``; keys 'outer__inner' reach into sub-dicts."""
     for key, value in changes.items():
         if "__" in key:
             outer, inner = key.split("__")
             kw[outer][inner] = value
         else:
             kw[key] = value
-    return h
 
 
 def _deep(levels: int) -> str:
@@ -116,13 +120,7 @@ def _set_state(key: str, value: Any) -> Callable[[dict], None]:
 
 def _kwargs(**changes: Any) -> Callable[[dict], None]:
     def edit(meta: dict) -> None:
-        kw = meta["state"]["_init_kwargs"]
-        for key, value in changes.items():
-            if "__" in key:
-                outer, inner = key.split("__")
-                kw[outer][inner] = value
-            else:
-                kw[key] = value
+        _change(meta["state"]["_init_kwargs"], changes)
 
     return edit
 
