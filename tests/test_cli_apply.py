@@ -183,7 +183,8 @@ def test_invert_command(tmp_path, models):
     from realface.pipeline import load_latent
 
     aligned = tmp_path / "face.png"
-    Image.open(data_file("align", "replicant_face_00000_aligned_256.png")).save(aligned)
+    crop = Image.open(data_file("align", "replicant_face_00000_aligned_256.png")).convert("RGB")
+    crop.resize((64, 64), Image.LANCZOS).save(aligned)  # an aligned face at the tiny generator's size
     net = models[models.index("--rendering") + 1]
     vgg = models[models.index("--lpips-vgg") + 1]
     out = tmp_path / "inv"

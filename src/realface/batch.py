@@ -38,6 +38,14 @@ again: a ``started`` record (the run died or was interrupted during that item), 
 on every run), a changed input, a different config, or a missing output. Outputs are written by the
 job itself through :func:`realface.utils.fs.atomic_path`, so a reader never sees a partial file; the
 hidden temporary files that a killed write leaves behind are deleted at the start of the next run.
+
+Collisions are refused when the batch is planned, before the output folder is created: two items
+that would write the same output, an output that is an input, and, for a job that writes extra files
+beside each output (:class:`ExtraOutputs`, e.g. ``STEM_face<N>_sheet.png``), an item's extras pattern
+that another item's output, another item's extras pattern or an input matches. When a redone item
+succeeds, its new outputs replace the old ones and the outputs of its earlier runs that it did not
+write again (recorded in the manifest, or matching its extras pattern) are deleted, except files
+that belong to another item.
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ import os
 import re
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -70,9 +78,11 @@ __all__ = [
     "MANIFEST_NAME",
     "SUMMARY_NAME",
     "BatchSummary",
+    "ExtraOutputs",
     "ItemContext",
     "Manifest",
     "ManifestRecord",
+    "collect_catalogue",
     "collect_inputs",
     "hash_config",
     "item_key",
@@ -159,6 +169,39 @@ def collect_inputs(
         else:
             raise RealFaceError(f"input not found: {raw} (expected an image file or a folder of images)")
     return found
+
+
+def collect_catalogue(
+    paths: Sequence[str | os.PathLike], outdir: str | os.PathLike, recursive: bool = True
+) -> list[Path]:
+    """The input images of a batch into ``outdir``: :func:`collect_inputs` with ``outdir`` excluded,
+    refusing a batch that has nothing to do.
+
+    Raises:
+        RealFaceError: a path does not exist; ``outdir`` exists but is not a folder (e.g. an input
+            image given as the output folder); or no image was found (the message names the folders
+            searched, and says so when one of them is the output folder or lies inside it).
+    """
+    out = _abspath(outdir)
+    named = {_abspath(p) for p in paths}
+    if out.exists() and not out.is_dir():
+        what = "an input image" if out in named else "a file"
+        raise RealFaceError(
+            f"output folder {outdir} is {what}, not a folder; choose a folder for the outputs"
+        )
+    found = collect_inputs(paths, recursive=recursive, exclude=[out])
+    if found:
+        return found
+    folders = [p for p in paths if Path(p).is_dir()]
+    inside = [f for f in folders if _within(_abspath(f), out)]
+    if inside:
+        raise RealFaceError(
+            f"input folder {inside[0]} is the output folder {outdir} or lies inside it, so it holds no "
+            "input; choose an output folder outside the inputs"
+        )
+    where = ", ".join(map(str, folders)) or ", ".join(map(str, paths))
+    exts = ", ".join(sorted(IMAGE_EXTENSIONS))
+    raise RealFaceError(f"no input images found in {where} (looked for {exts})")
 
 
 def _walk(folder: Path, recursive: bool, exts: set[str], excluded: list[Path]) -> Iterator[Path]:
@@ -357,6 +400,26 @@ class ItemContext:
     log: logging.Logger
 
 
+@dataclass(frozen=True)
+class ExtraOutputs:
+    """Extra files a job writes beside each output, named after the output's stem: the output
+    ``out/a.png`` may come with ``out/a`` + a name that ``pattern`` (a regular expression) matches in
+    full. Their number is unknown when the batch is planned (one per face, say), so the whole pattern
+    is reserved for the item: another item whose output or extras could match it is a collision.
+
+    Attributes:
+        pattern: the rest of an extra file's name after the stem, e.g. ``r"_face\\d+_.+"``.
+        label: the pattern as messages show it, e.g. ``"_face<N>_*"``.
+    """
+
+    pattern: str
+    label: str
+
+    def matches(self, stem: str, name: str) -> bool:
+        """Whether ``name`` is an extra file of the output whose stem is ``stem``."""
+        return name.startswith(stem) and re.fullmatch(self.pattern, name[len(stem) :]) is not None
+
+
 ProcessFn = Callable[[Path, ItemContext], Sequence[Path]]
 """``process(input, ctx) -> outputs``: does the work for one item, writes each output atomically, and
 returns the paths it wrote. Raise (preferably a :class:`RealFaceError`) to mark the item failed."""
@@ -485,7 +548,11 @@ class _Item:
 
 
 def _plan(
-    items: Sequence[str | os.PathLike], roots: Sequence[str | os.PathLike], outdir: Path, suffix: str | None
+    items: Sequence[str | os.PathLike],
+    roots: Sequence[str | os.PathLike],
+    outdir: Path,
+    suffix: str | None,
+    extras: ExtraOutputs | None = None,
 ) -> list[_Item]:
     planned: dict[str, _Item] = {}
     for raw in items:
@@ -502,7 +569,75 @@ def _plan(
                 "pass their common parent folder instead, or run them into separate output folders"
             )
         planned[key] = _Item(path, key, output_path_for(path, roots, outdir, suffix))
-    return list(planned.values())
+    items_list = list(planned.values())
+    clashes = _collisions(items_list, outdir, extras)
+    if clashes:
+        listed = "; ".join(clashes[:_MAX_LISTED])
+        more = f"; and {len(clashes) - _MAX_LISTED} more" if len(clashes) > _MAX_LISTED else ""
+        raise RealFaceError(
+            f"{len(clashes)} output collision(s) in {outdir}: {listed}{more}; nothing was written. Rename "
+            "the inputs, choose another output format, or run them into separate output folders"
+        )
+    return items_list
+
+
+_MAX_LISTED = 5
+
+
+def _collisions(planned: Sequence[_Item], outdir: Path, extras: ExtraOutputs | None) -> list[str]:
+    """Every pair of planned items whose outputs (or reserved extras) would overwrite each other or an
+    input, as readable phrases. Paths are compared as given and, for outputs against inputs, through
+    symbolic links too."""
+
+    def rel(path: Path) -> str:
+        return path.relative_to(outdir).as_posix() if _within(path, outdir) else str(path)
+
+    clashes: list[str] = []
+    by_output: dict[Path, _Item] = {}
+    for item in planned:
+        first = by_output.setdefault(item.output, item)
+        if first is not item:
+            clashes.append(f"{first.key} and {item.key} both write {rel(item.output)}")
+    real_inputs = {os.path.realpath(i.input): i for i in planned}
+    for item in planned:
+        hit = real_inputs.get(os.path.realpath(item.output))
+        if hit is not None:
+            clashes.append(f"{item.key} writes {rel(item.output)}, which is the input {hit.input}")
+    if extras is None:
+        return clashes
+
+    stems: dict[str, dict[str, _Item]] = {}  # real output folder -> output stem -> item
+    for item in planned:
+        in_folder = stems.setdefault(os.path.realpath(item.output.parent), {})
+        stem = item.output.with_suffix("").name
+        first = in_folder.setdefault(stem, item)
+        if first is not item:
+            clashes.append(
+                f"{first.key} and {item.key} both write {rel(item.output.parent / stem)}{extras.label}"
+            )
+
+    def owners(path: Path) -> Iterator[tuple[str, _Item]]:
+        in_folder = stems.get(os.path.realpath(path.parent), {})
+        name = path.name
+        for end in range(1, len(name)):
+            owner = in_folder.get(name[:end])
+            if owner is not None and extras.matches(name[:end], name):
+                yield name[:end], owner
+
+    for item in planned:
+        for stem, owner in owners(item.output):
+            if owner is not item:
+                clashes.append(
+                    f"{item.key} writes {rel(item.output)}, a name reserved for the extras "
+                    f"{rel(owner.output.parent / stem)}{extras.label} of {owner.key}"
+                )
+    for item in planned:
+        for stem, owner in owners(item.input):
+            clashes.append(
+                f"the extras {rel(owner.output.parent / stem)}{extras.label} of {owner.key} would "
+                f"overwrite the input {item.input}"
+            )
+    return clashes
 
 
 def _redo_reason(prev: ManifestRecord | None, st: os.stat_result | None, config: str, outdir: Path) -> str:
@@ -542,6 +677,8 @@ def run_batch(
     progress: bool = True,
     stop_on_error: bool = False,
     on_plan: Callable[[int, int], None] | None = None,
+    extras: ExtraOutputs | None = None,
+    files: Mapping[str, str] | None = None,
 ) -> BatchSummary:
     """Run ``process`` over every item not already done, recording each in ``outdir/manifest.jsonl``.
 
@@ -564,6 +701,11 @@ def run_batch(
         stop_on_error: stop at the first failed item instead of going on.
         on_plan: called once before the first item with (items to run, items skipped), e.g. for a
             progress display of its own.
+        extras: the extra files the job writes beside each output (reserved when planning, and
+            removed when a redone item no longer writes them); None: the job writes only ``ctx.output``
+            (or outputs it reports itself).
+        files: text files to write into ``outdir`` (name -> content, e.g. ``config.json``), atomically
+            and only once the folder's lock is held.
 
     Returns:
         The :class:`BatchSummary`, also written atomically to ``outdir/summary.json``. Ctrl-C stops the
@@ -571,11 +713,18 @@ def run_batch(
         time) and the summary is returned with ``interrupted=True``.
 
     Raises:
-        RealFaceError: another run holds the folder's lock, two inputs map to the same output, an
-            input lies inside ``outdir``, or the manifest cannot be written.
+        RealFaceError: there is no item; another run holds the folder's lock; outputs collide (two
+            inputs map to the same output, an output or reserved extras name is an input or another
+            item's); an input lies inside ``outdir``; or the manifest cannot be written. Nothing is
+            written into ``outdir`` before the lock is held, and nothing at all when planning fails.
     """
     out = _abspath(outdir)
-    planned = _plan(items, roots, out, suffix)
+    if not items:
+        where = ", ".join(map(str, roots)) or "the given paths"
+        raise RealFaceError(f"no input images to process in {where}")
+    planned = _plan(items, roots, out, suffix, extras)
+    if out.exists() and not out.is_dir():
+        raise RealFaceError(f"output folder {out} is a file, not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -583,8 +732,12 @@ def run_batch(
 
     with _batch_lock(out):
         remove_stale_temporaries(out)
+        for name, text in (files or {}).items():
+            atomic_write_text(out / name, text)
         manifest = Manifest(out / MANIFEST_NAME)
-        state = manifest.state()
+        records = manifest.records()
+        state = {r.key: r for r in records}
+        stale = _StaleOutputs(out, planned, records, extras, protected=set(files or ()))
         start = time.monotonic()
 
         todo: list[tuple[_Item, str]] = []
@@ -614,7 +767,7 @@ def run_batch(
             try:
                 for item, reason in todo:
                     bar.set_postfix_str(f"{item.key} running", refresh=True)
-                    error = _run_item(item, reason, process, manifest, out, config_hash)
+                    error = _run_item(item, reason, process, manifest, out, config_hash, stale.remove)
                     finished += 1
                     if error is None:
                         counts["done"] += 1
@@ -650,10 +803,80 @@ def run_batch(
     return summary
 
 
+class _StaleOutputs:
+    """Deletes the outputs that a redone item wrote in earlier runs but not in this one.
+
+    Candidates: the outputs of the item's earlier ``done`` records, and the files beside its output
+    that match its :class:`ExtraOutputs` pattern. Never deleted: what the item just wrote, a planned
+    output of another item, a file recorded as another item's output, anything outside ``outdir``,
+    and the batch's own files.
+    """
+
+    def __init__(
+        self,
+        outdir: Path,
+        planned: Sequence[_Item],
+        records: Sequence[ManifestRecord],
+        extras: ExtraOutputs | None,
+        protected: set[str],
+    ) -> None:
+        self.outdir, self.extras = outdir, extras
+        self.protected = {MANIFEST_NAME, SUMMARY_NAME, LOCK_NAME, *protected}
+        self.planned = {_record_output(i.output, outdir): i.key for i in planned}
+        self.earlier: dict[str, set[str]] = {}
+        self.owners: dict[str, set[str]] = {}
+        for r in records:
+            if r.status == "done":
+                self.earlier.setdefault(r.key, set()).update(r.outputs)
+                for o in r.outputs:
+                    self.owners.setdefault(o, set()).add(r.key)
+
+    def remove(self, item: _Item, written: Sequence[str]) -> None:
+        candidates = set(self.earlier.get(item.key, ()))
+        if self.extras is not None and item.output.parent.is_dir():
+            stem = item.output.with_suffix("").name
+            with os.scandir(item.output.parent) as entries:
+                for entry in entries:
+                    if self.extras.matches(stem, entry.name) and entry.is_file():
+                        candidates.add(_record_output(Path(entry.path), self.outdir))
+        removed = []
+        for rel in sorted(candidates - set(written)):
+            path = _abspath(self.outdir / rel)
+            if (
+                rel in self.protected
+                or self.planned.get(rel, item.key) != item.key
+                or self.owners.get(rel, set()) - {item.key}
+                or not _within(path, self.outdir)
+                or path == self.outdir
+            ):
+                continue
+            try:
+                path.unlink()
+                removed.append(rel)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("cannot remove the stale output %s of %s: %s", path, item.key, exc)
+        if removed:
+            log.info(
+                "%s: removed %d output(s) of an earlier run: %s", item.key, len(removed), ", ".join(removed)
+            )
+        self.earlier[item.key] = set(written)
+        for o in written:
+            self.owners.setdefault(o, set()).add(item.key)
+
+
 def _run_item(
-    item: _Item, reason: str, process: ProcessFn, manifest: Manifest, outdir: Path, config_hash: str
+    item: _Item,
+    reason: str,
+    process: ProcessFn,
+    manifest: Manifest,
+    outdir: Path,
+    config_hash: str,
+    on_success: Callable[[_Item, Sequence[str]], None] | None = None,
 ) -> str | None:
-    """Run one item and record it; return ``None`` on success, else the error message."""
+    """Run one item and record it; return ``None`` on success, else the error message. ``on_success``
+    is called with the item's outputs once they are written, before its ``done`` record."""
     error: str | None = None
     try:
         st = item.input.stat()
@@ -675,6 +898,8 @@ def _run_item(
             if missing:
                 raise RealFaceError(f"the job reported outputs that do not exist: {', '.join(missing)}")
             outputs = tuple(_record_output(p, outdir) for p in written)
+            if on_success is not None:
+                on_success(item, outputs)
         except Exception as exc:
             error = _error_message(exc)
             log.debug("%s failed:\n%s", item.key, traceback.format_exc())

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from realface.errors import ConfigError
+from realface.errors import ConfigError, ImageError
 from realface.nn.resize import area_downsample
 from realface.nn.stylegan2 import Generator
 
@@ -50,6 +50,7 @@ __all__ = [
     "w_stats",
     "noise_regularization",
     "invert",
+    "check_aligned_size",
 ]
 
 log = logging.getLogger(__name__)
@@ -266,6 +267,27 @@ def w_stats(G: Generator, num_samples: int = 10000, seed: int = 123) -> WStats:
     stats = WStats(w_avg=w_avg, w_std=w_std)
     _W_STATS_CACHE[key] = stats
     return stats
+
+
+def check_aligned_size(size: tuple[int, int], resolution: int, source: str) -> None:
+    """Refuse a target image that is not an aligned face for a generator of ``resolution``.
+
+    ``size``: the image's (width, height). An inversion target must be the generator's square
+    resolution: a photo (or a crop of another size) is not resized silently, because the projector
+    only reproduces faces aligned the way the generator's training faces were.
+
+    Raises:
+        ImageError: ``size`` is not ``(resolution, resolution)``; the message names ``source`` and
+            says to run ``realface align`` first.
+    """
+    width, height = size
+    if (width, height) != (resolution, resolution):
+        shape = "" if width == height else ", not square,"
+        size_opt = f" --size {resolution}" if resolution in (256, 512, 1024) else ""
+        raise ImageError(
+            f"{source} is {width}x{height}{shape} but the generator inverts aligned {resolution}x{resolution} "
+            f"faces; run `realface align{size_opt}` on the photo first and invert its crop"
+        )
 
 
 def noise_regularization(noise: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from realface.batch import ExtraOutputs
 from realface.errors import ConfigError, FaceError
 from realface.face import (
     AlignConfig,
@@ -60,6 +61,8 @@ from realface.utils.fs import atomic_path
 __all__ = [
     "SaveOptions",
     "ApplyConfig",
+    "FACE_EXTRAS",
+    "OUTPUT_FORMATS",
     "FaceResult",
     "ImageResult",
     "RealFace",
@@ -223,6 +226,10 @@ class RealFace:
     fine-tuned from it, or None for the baseline mode. ``lpips``: an LPIPS-VGG module
     (:func:`realface.nn.lpips.load_lpips_vgg`), used as the inversion loss (and, in baseline mode,
     inside the colour loss).
+
+    Raises:
+        ConfigError: the generators do not share the W+ space, or ``config.transfer_layers`` names a
+            layer G_real does not have (checked here, before any image is read).
     """
 
     def __init__(
@@ -246,6 +253,14 @@ class RealFace:
         self.lpips = lpips.to(self.device).eval().requires_grad_(False)
         self.config = config
         self.resolution = self.G_real.img_resolution
+        layers = config.transfer_layers
+        bad = [i for i in layers or () if not 0 <= i < self.G_real.num_ws]
+        if bad:  # checked here, before any image work, rather than after a whole inversion
+            raise ConfigError(
+                f"transfer_layers: layer {bad[0]} is out of range for G_real, which has {self.G_real.num_ws} "
+                f"W+ layers (0-{self.G_real.num_ws - 1})",
+                field="transfer_layers",
+            )
         if self.baseline:
             log.warning(
                 "baseline mode: no G_rendering given, inverting directly into G_real under the sketch and "
@@ -436,6 +451,13 @@ class RealFace:
 
 StepCallback = Callable[[int, int, torch.Tensor], None]
 
+OUTPUT_FORMATS: tuple[str, ...] = ("png", "jpg", "webp")
+"""The formats a catalogue's composites can be written in (``--format``; ``jpeg`` is read as ``jpg``)."""
+
+FACE_EXTRAS = ExtraOutputs(pattern=r"_face\d+_.+", label="_face<N>_*")
+"""The per-face files of :meth:`RealFace.write_outputs` beside a composite ``STEM.png``:
+``STEM_face<i>_<kind>`` (``_aligned.png``, ``_sheet.png``, ``_latent.safetensors``, ...)."""
+
 
 def run_info(real: str | os.PathLike, rendering: str | os.PathLike | None, config: ApplyConfig) -> dict:
     """What decides a catalogue's outputs: the two generators and the config (saved as ``config.json``;
@@ -464,20 +486,24 @@ def run_catalogue(
     """Run ``job`` over images and folders (searched recursively) into ``outdir`` with the resumable
     manifest of :func:`realface.batch.run_batch`; returns its :class:`~realface.batch.BatchSummary`.
 
-    ``info``: :func:`run_info` of the job (written to ``outdir/config.json``; its hash keys the
-    manifest). ``suffix``: output format as an extension (``.png``), default the input's.
+    ``info``: :func:`run_info` of the job (written to ``outdir/config.json`` once the folder's lock is
+    held; its hash keys the manifest). ``suffix``: output format as an extension (one of
+    :data:`OUTPUT_FORMATS` with a dot, e.g. ``.png``), default the input's. The per-face extras of
+    ``config.save`` are reserved as :data:`FACE_EXTRAS` (colliding names are refused before any work;
+    a redone image's stale per-face files are removed).
     ``step_callback(ctx)`` gives each image a per-step callback and a function called when the image
     ends (progress bars, cancellation); raising :class:`realface.errors.Cancelled` from the callback
     stops the run like Ctrl-C. ``on_plan(to run, skipped)`` is called once before the first image.
     """
-    from realface.batch import collect_inputs, hash_config, run_batch
-    from realface.utils.fs import atomic_write_text
+    from realface.batch import collect_catalogue, hash_config, run_batch
 
+    if suffix is not None and format_for_path(f"x{suffix}") is None:
+        raise ConfigError(f"output format {suffix!r} is not one of {', '.join(OUTPUT_FORMATS)}")
     out = Path(outdir)
-    items = collect_inputs(list(inputs), exclude=[out])
+    items = collect_catalogue(list(inputs), out)
     roots = [Path(p) for p in inputs if Path(p).is_dir()]
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
+    save = job.config.save
+    writes_extras = any(dataclasses.astuple(save))
 
     def process(path: Path, ctx) -> list[Path]:
         callback, close = step_callback(ctx) if step_callback is not None else (None, lambda: None)
@@ -496,4 +522,6 @@ def run_catalogue(
         progress=progress,
         stop_on_error=stop_on_error,
         on_plan=on_plan,
+        extras=FACE_EXTRAS if writes_extras else None,
+        files={"config.json": json.dumps(info, indent=2, sort_keys=True) + "\n"},
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -35,6 +36,21 @@ def _invert_config(steps, seed, coarse_to_fine, coarse_resolution, fine_steps, e
         early_stop_patience=early_stop,
         optimize_noise=noise,
     )
+
+
+def _output_suffix(out_format: str | None) -> str | None:
+    """``--format`` as an output suffix (``".png"``), refused unless it is one of the listed formats."""
+    from realface.errors import ConfigError
+    from realface.pipeline import OUTPUT_FORMATS
+
+    if out_format is None:
+        return None
+    name = out_format.strip().lower().removeprefix(".").replace("jpeg", "jpg")
+    if name not in OUTPUT_FORMATS:
+        raise ConfigError(
+            f"--format: {out_format!r} is not an output format; choose one of {', '.join(OUTPUT_FORMATS)}"
+        )
+    return "." + name
 
 
 def _step_bar(enabled: bool, desc: str):
@@ -88,7 +104,7 @@ def apply(
     mask: str = typer.Option("auto", "--mask", help="auto, landmarks or parsing."),
     color_correct: bool = typer.Option(True, "--color-correct/--no-color-correct", help="Lab colour match."),
     out_format: str = typer.Option(
-        None, "--format", help="Output format (png, jpg, webp); default: the input's format."
+        None, "--format", help="Output format: png, jpg or webp; default: the input's format."
     ),
     save_aligned: bool = typer.Option(False, "--save-aligned", help="Also write each aligned input face."),
     save_reconstruction: bool = typer.Option(
@@ -116,6 +132,7 @@ def apply(
     from realface.pipeline import ApplyConfig, RealFace, SaveOptions, parse_layers, run_catalogue, run_info
     from realface.utils.device import resolve_device
 
+    suffix = _output_suffix(out_format)
     try:
         mask_cfg = MaskConfig(kind=mask)  # type: ignore[arg-type]
     except ValueError as exc:
@@ -134,16 +151,13 @@ def apply(
         batch_size=batch,
         max_pixels=max_pixels,
     )
-    suffix = None
-    if out_format:
-        suffix = "." + out_format.lower().lstrip(".").replace("jpeg", "jpg")
     info = run_info(real, rendering, cfg)
     if dry_run:
         typer.echo(json.dumps(info, indent=2, sort_keys=True))
         return
-    from realface.batch import collect_inputs
+    from realface.batch import collect_catalogue
 
-    collect_inputs(inputs, exclude=[outdir])  # a missing input stops the run before any model is loaded
+    collect_catalogue(inputs, outdir)  # a missing input or an empty batch stops before any model is loaded
     from realface.weights import apply_weight_ids, require_weights
 
     require_weights(apply_weight_ids(real, lpips_vgg, mask), progress=progress)  # all missing ones at once
@@ -192,15 +206,21 @@ def invert(
     lpips_vgg: Path = typer.Option(None, "--lpips-vgg", help="VGG16 state dict for LPIPS (default: cached)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
-    """Project aligned faces into a generator's W+ space (LPIPS + noise regularisation)."""
+    """Project aligned faces into a generator's W+ space (LPIPS + noise regularisation).
+
+    Each image must be an aligned face at the generator's resolution (`realface align`). Resumable: an
+    image is skipped when its latent file records the same input and the same settings (network,
+    LPIPS weights and every inversion option); otherwise it is inverted again.
+    """
     import numpy as np
     import torch
     from PIL import Image
 
+    from realface.batch import hash_config
     from realface.checkpoints import load_generator
-    from realface.errors import ImageError
+    from realface.errors import ConfigError
     from realface.imageio import load_image
-    from realface.invert import LpipsLoss
+    from realface.invert import LpipsLoss, check_aligned_size
     from realface.invert import invert as run_invert
     from realface.pipeline import save_latent
     from realface.sampling import to_uint8
@@ -210,26 +230,34 @@ def invert(
     cfg = _invert_config(
         steps, seed, coarse_to_fine, coarse_resolution, fine_steps, early_stop, optimize_noise
     )
+    settings = hash_config({"network": network, "lpips_vgg": lpips_vgg, "invert": dataclasses.asdict(cfg)})
+    stems: dict[str, Path] = {}
+    for path in images:
+        if path.stem in stems:
+            raise ConfigError(
+                f"{stems[path.stem]} and {path} would both be written as {path.stem}_latent.safetensors "
+                f"in {outdir}; rename one or invert them into separate folders"
+            )
+        stems[path.stem] = path
     dev = resolve_device(device)
     G = load_generator(network, device=dev)
     loss = LpipsLoss(_load_lpips(lpips_vgg, dev), cfg.loss_resolution)
     R = G.img_resolution
     todo = []
-    for path in images:
-        if (outdir / f"{path.stem}_latent.safetensors").exists():
-            log.info("%s: already inverted, skipped", path)
-            continue
+    for path in images:  # every image is checked before the first inversion
         img = load_image(path)
-        if img.width != img.height:
-            raise ImageError(f"{path}: an aligned face must be square, got {img.width}x{img.height}")
-        rgb = Image.fromarray(img.rgb8())
-        if img.width != R:
-            rgb = rgb.resize((R, R), Image.LANCZOS)
-        todo.append((path, np.asarray(rgb, dtype=np.float32) / 127.5 - 1))
-    outdir.mkdir(parents=True, exist_ok=True)
+        check_aligned_size(img.size, R, str(path))
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        latent = outdir / f"{path.stem}_latent.safetensors"
+        if _inverted_with(latent, settings, digest) and (outdir / f"{path.stem}_proj.png").is_file():
+            log.info("%s: already inverted with these settings, skipped", path)
+            continue
+        todo.append((path, digest, np.asarray(img.rgb8(), dtype=np.float32) / 127.5 - 1))
+    if todo:
+        outdir.mkdir(parents=True, exist_ok=True)
     for start in range(0, len(todo), batch):
         chunk = todo[start : start + batch]
-        targets = torch.from_numpy(np.stack([t for _, t in chunk])).permute(0, 3, 1, 2).to(dev)
+        targets = torch.from_numpy(np.stack([t for _, _, t in chunk])).permute(0, 3, 1, 2).to(dev)
         callback, close = _step_bar(progress, f"images {start + 1}-{start + len(chunk)}")
         try:
             res = run_invert(G, targets, loss, cfg, callback=callback)
@@ -237,7 +265,7 @@ def invert(
             close()
         with torch.no_grad():
             proj = to_uint8(G.synthesis(res.ws, noise_mode="const", noise=res.noise))
-        for i, (path, _) in enumerate(chunk):
+        for i, (path, digest, _) in enumerate(chunk):
             with atomic_path(outdir / f"{path.stem}_proj.png") as tmp:
                 Image.fromarray(proj[i]).save(tmp, format="PNG")
             meta = {
@@ -245,8 +273,24 @@ def invert(
                 "loss": float(res.final_loss[i]),
                 "steps": res.steps_run,
                 "config": json.dumps(dataclasses.asdict(cfg), sort_keys=True),
+                "settings_hash": settings,
+                "input_sha256": digest,
             }
-            save_latent(outdir / f"{path.stem}_latent.safetensors", res, i, meta)
+            save_latent(outdir / f"{path.stem}_latent.safetensors", res, i, meta)  # written last: the marker
             typer.echo(
                 f"{path}: loss {float(res.final_loss[i]):.4f} -> {outdir / (path.stem + '_latent.safetensors')}"
             )
+
+
+def _inverted_with(latent: Path, settings: str, digest: str) -> bool:
+    """Whether ``latent`` is a complete latent file made from the input ``digest`` with ``settings``."""
+    from safetensors import SafetensorError, safe_open
+
+    if not latent.is_file():
+        return False
+    try:
+        with safe_open(str(latent), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError):
+        return False
+    return meta.get("settings_hash") == settings and meta.get("input_sha256") == digest
