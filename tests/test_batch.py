@@ -13,15 +13,19 @@ import textwrap
 import time
 from pathlib import Path
 
+import filelock
 import pytest
 
 from realface.batch import (
+    LOCK_NAME,
     MANIFEST_NAME,
     SUMMARY_NAME,
     BatchSummary,
+    ExtraOutputs,
     ItemContext,
     Manifest,
     ManifestRecord,
+    collect_catalogue,
     collect_inputs,
     hash_config,
     item_key,
@@ -411,3 +415,155 @@ def test_concurrent_run_into_same_folder_is_refused(tmp_path: Path):
         proc.wait(timeout=10)
     summary = _run(inputs, Recorder(), out)  # once the other run is gone, the folder is usable again
     assert summary.done == 2 and summary.exit_code == 0
+
+
+# --- collisions and stale outputs -----------------------------------------------------------------
+
+FACES = ExtraOutputs(pattern=r"_face\d+_.+", label="_face<N>_*")
+
+
+class FaceJob:
+    """A job that writes a composite plus ``faces`` per-face sheets beside it (``STEM_face<i>_sheet.png``)."""
+
+    def __init__(self, faces: int) -> None:
+        self.faces = faces
+        self.calls: list[str] = []
+
+    def __call__(self, input: Path, ctx: ItemContext) -> list[Path]:
+        self.calls.append(ctx.key)
+        stem = ctx.output.with_suffix("")
+        written = []
+        for i in range(self.faces):
+            extra = stem.with_name(f"{stem.name}_face{i}_sheet.png")
+            atomic_write_bytes(extra, f"sheet {i} of {ctx.key}, {self.faces} faces".encode())
+            written.append(extra)
+        atomic_write_bytes(ctx.output, _expected_output(input))
+        return [*written, ctx.output]
+
+
+def test_same_output_from_two_inputs_is_refused_before_any_work(tmp_path: Path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    inputs = [_touch(src / "x.jpg"), _touch(src / "x.png"), _touch(src / "z.png")]
+    job = Recorder()
+    with pytest.raises(RealFaceError, match="1 output collision") as info:
+        _run(inputs, job, out, suffix=".png")
+    assert "x.jpg and x.png both write x.png" in str(info.value)
+    assert job.calls == [] and not out.exists()
+    assert _run(inputs, job, out).done == 3  # without --format the outputs differ: no collision
+
+
+def test_reserved_per_face_names_are_refused(tmp_path: Path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    inputs = [_touch(src / "y.jpg"), _touch(src / "y_face0_sheet.png")]
+    job = FaceJob(1)
+    with pytest.raises(RealFaceError, match="output collision") as info:
+        _run(inputs, job, out, extras=FACES)
+    message = str(info.value)
+    assert "y_face0_sheet.png writes y_face0_sheet.png" in message and "y_face<N>_* of y.jpg" in message
+    assert "\n" not in message and job.calls == [] and not out.exists()
+    # the same stem twice: both items would write x_face0_sheet.png
+    same = [_touch(src / "x.jpg"), _touch(src / "x.png")]
+    with pytest.raises(RealFaceError, match="x.jpg and x.png both write x_face<N>_"):
+        _run(same, job, out, extras=FACES)
+    assert not out.exists()
+    # a job without extras reserves nothing: the same inputs are fine
+    assert _run(inputs, Recorder(), out).done == 2 and _run(same, Recorder(), out).done == 2
+
+
+def test_collisions_are_all_counted_and_the_first_few_listed(tmp_path: Path):
+    src = tmp_path / "in"
+    inputs = [_touch(src / f"p{i}.{ext}") for i in range(7) for ext in ("jpg", "png")]
+    with pytest.raises(RealFaceError, match="^7 output collision") as info:
+        _run(inputs, Recorder(), tmp_path / "out", suffix=".png")
+    message = str(info.value)
+    assert message.count("both write") == 5 and "and 2 more" in message
+    assert "p0.jpg and p0.png both write p0.png" in message
+
+
+def test_output_that_is_an_input_through_a_link_is_refused(tmp_path: Path):
+    src = tmp_path / "in"
+    inputs = [_touch(src / "a.png")]
+    out = tmp_path / "out"
+    out.symlink_to(src, target_is_directory=True)
+    before = inputs[0].read_bytes()
+    with pytest.raises(RealFaceError, match=r"a.png writes a.png, which is the input .*in/a.png"):
+        _run(inputs, Recorder(), out)
+    assert inputs[0].read_bytes() == before and sorted(p.name for p in src.iterdir()) == ["a.png"]
+
+
+def test_extras_that_would_overwrite_an_input_are_refused(tmp_path: Path):
+    src = tmp_path / "in"
+    a, sheet = _touch(src / "a.png"), _touch(src / "a_face0_sheet.png")
+    out = tmp_path / "out"
+    out.symlink_to(src, target_is_directory=True)  # the outputs would land beside the inputs
+    with pytest.raises(RealFaceError) as info:
+        _run([a, sheet], FaceJob(1), out, extras=FACES, suffix=".jpg")
+    assert f"the extras a_face<N>_* of a.png would overwrite the input {sheet}" in str(info.value)
+    assert sorted(p.name for p in src.iterdir()) == ["a.png", "a_face0_sheet.png"]
+
+
+def test_files_are_written_only_under_the_lock(tmp_path: Path):
+    inputs, out = _catalogue(tmp_path / "in", 1), tmp_path / "out"
+    s = _run(inputs, Recorder(), out, files={"config.json": "first\n"})
+    assert s.done == 1 and (out / "config.json").read_text() == "first\n"
+    lock = filelock.FileLock(str(out / LOCK_NAME))
+    with lock.acquire(timeout=0):  # another batch is running in this folder
+        before = {p: p.read_bytes() for p in out.iterdir()}
+        with pytest.raises(RealFaceError, match="another batch is already writing"):
+            _run(inputs, Recorder(), out, files={"config.json": "second\n"}, config="other")
+        assert {p: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_redone_item_replaces_outputs_and_removes_stale_extras(tmp_path: Path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    inputs = [_touch(src / "a.png"), _touch(src / "b.png")]
+    _run(inputs, FaceJob(3), out, extras=FACES)
+    assert _visible_files(out) >= {f"{s}_face{i}_sheet.png" for s in "ab" for i in range(3)}
+    _touch(out / "a_face7_sheet.png", b"left by a run killed before its record")
+    _touch(out / "a_notes.txt", b"a user's file, not a reserved name")
+
+    job = FaceJob(1)
+    summary = _run(inputs, job, out, extras=FACES, config="one face")
+    assert summary.done == 2 and job.calls == ["a.png", "b.png"]
+    assert _visible_files(out) == {
+        "a.png",
+        "b.png",
+        "a_face0_sheet.png",
+        "b_face0_sheet.png",
+        "a_notes.txt",
+        MANIFEST_NAME,
+        SUMMARY_NAME,
+    }
+    assert (out / "a_face0_sheet.png").read_bytes() == b"sheet 0 of a.png, 1 faces"
+
+    # a run without extras still removes the per-face files its earlier record lists
+    _run(inputs, Recorder(), out, config="no extras")
+    assert _visible_files(out) == {"a.png", "b.png", "a_notes.txt", MANIFEST_NAME, SUMMARY_NAME}
+
+
+def test_stale_outputs_of_another_item_are_kept(tmp_path: Path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    x_jpg = _touch(src / "x.jpg")
+    _run([x_jpg], Recorder(), out, suffix=".png")  # x.jpg -> x.png
+    x_png = _touch(src / "x.png")
+    job = Recorder()
+    summary = _run([x_jpg, x_png], job, out)  # now x.jpg -> x.jpg, and x.png -> x.png
+    assert summary.done == 2 and sorted(job.calls) == ["x.jpg", "x.png"]
+    assert (out / "x.png").read_bytes() == _expected_output(x_png)  # not removed as x.jpg's old output
+    assert (out / "x.jpg").read_bytes() == _expected_output(x_jpg)
+
+
+def test_no_items_is_an_error(tmp_path: Path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RealFaceError, match="no input images"):
+        run_batch(
+            [], Recorder(), tmp_path / "out", config_hash="c", roots=[tmp_path / "empty"], progress=False
+        )
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(RealFaceError, match=f"no input images found in {tmp_path / 'empty'}"):
+        collect_catalogue([tmp_path / "empty"], tmp_path / "out")
+    with pytest.raises(RealFaceError, match="is the output folder"):
+        collect_catalogue([tmp_path / "empty"], tmp_path / "empty")
+    image = _touch(tmp_path / "a.jpg")
+    with pytest.raises(RealFaceError, match="is an input image, not a folder"):
+        collect_catalogue([image], image)

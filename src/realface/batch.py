@@ -33,7 +33,8 @@ read, and the next append starts on a fresh line.
 
 Resume semantics: the latest record of each key decides. An item is skipped ("already done") only
 if that record is ``done``, its ``config_hash`` equals the current job's, the input's size and
-modification time are unchanged, and every output it lists still exists. Anything else is run
+modification time are unchanged, every output it lists still exists and they include the item's
+planned output (a new output format is a new output). Anything else is run
 again: a ``started`` record (the run died or was interrupted during that item), ``failed`` (retried
 on every run), a changed input, a different config, or a missing output. Outputs are written by the
 job itself through :func:`realface.utils.fs.atomic_path`, so a reader never sees a partial file; the
@@ -640,8 +641,12 @@ def _collisions(planned: Sequence[_Item], outdir: Path, extras: ExtraOutputs | N
     return clashes
 
 
-def _redo_reason(prev: ManifestRecord | None, st: os.stat_result | None, config: str, outdir: Path) -> str:
-    """Why an item must run: "new", "retry", "changed", "config"; "" when it is already done."""
+def _redo_reason(
+    prev: ManifestRecord | None, st: os.stat_result | None, config: str, outdir: Path, output: Path
+) -> str:
+    """Why an item must run: "new", "retry", "changed", "config"; "" when it is already done.
+    ``output`` is the item's planned output: one its last run did not write (another output format,
+    say) counts as a config change."""
     if prev is None:
         return "new"
     if prev.status != "done":
@@ -650,7 +655,7 @@ def _redo_reason(prev: ManifestRecord | None, st: os.stat_result | None, config:
         return "changed"
     if not all((outdir / o).exists() for o in prev.outputs):
         return "changed"
-    if prev.config_hash != config:
+    if prev.config_hash != config or _record_output(output, outdir) not in prev.outputs:
         return "config"
     return ""
 
@@ -746,7 +751,7 @@ def run_batch(
                 st: os.stat_result | None = item.input.stat()
             except OSError:
                 st = None
-            reason = _redo_reason(state.get(item.key), st, config_hash, out)
+            reason = _redo_reason(state.get(item.key), st, config_hash, out, item.output)
             if reason:
                 todo.append((item, reason))
         skipped = len(planned) - len(todo)
