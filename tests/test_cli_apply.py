@@ -208,3 +208,81 @@ def test_invert_command(tmp_path, models):
     mtime = os.stat(out / "face_latent.safetensors").st_mtime_ns
     assert run_cli(*args) == 0  # already done: skipped
     assert os.stat(out / "face_latent.safetensors").st_mtime_ns == mtime
+    # other settings: inverted again, not skipped as "already inverted"
+    args[args.index("--steps") + 1] = "4"
+    assert run_cli(*args) == 0
+    assert _latent_meta(out / "face_latent.safetensors")["steps"] == "4"
+    mtime = os.stat(out / "face_latent.safetensors").st_mtime_ns
+    assert run_cli(*args) == 0  # the same new settings: skipped
+    assert os.stat(out / "face_latent.safetensors").st_mtime_ns == mtime
+
+
+def _latent_meta(path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata()
+
+
+class _FakeJob:
+    """Stands in for RealFace in run_catalogue: writes the composite and ``faces`` per-face sheets."""
+
+    def __init__(self, faces: int, sheet: bool = True) -> None:
+        from realface.pipeline import ApplyConfig, SaveOptions
+
+        self.config = ApplyConfig(save=SaveOptions(sheet=sheet))
+        self.faces = faces
+
+    def run_file(self, src, dst, progress=None):
+        from realface.utils.fs import atomic_write_bytes
+
+        written = []
+        for i in range(self.faces):
+            sheet = dst.with_name(f"{dst.stem}_face{i}_sheet.png")
+            atomic_write_bytes(sheet, f"face {i} of {self.faces}".encode())
+            written.append(sheet)
+        atomic_write_bytes(dst, b"composite")
+        return [*written, dst]
+
+
+def test_catalogue_reserves_per_face_names_and_removes_stale_ones(tmp_path):
+    from realface.errors import ConfigError, RealFaceError
+    from realface.pipeline import run_catalogue
+
+    cat, out = tmp_path / "cat", tmp_path / "out"
+    cat.mkdir()
+    (cat / "astronaut.png").write_bytes(b"an image")
+    info = {"config": "two faces"}
+    assert run_catalogue(_FakeJob(2), [cat], out, info, progress=False).done == 1
+    assert (out / "astronaut_face1_sheet.png").is_file()
+    summary = run_catalogue(_FakeJob(1), [cat], out, {"config": "one face"}, progress=False)
+    assert summary.done == 1 and summary.redone_config == 1
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "astronaut.png",
+        "astronaut_face0_sheet.png",
+        "config.json",
+        "manifest.jsonl",
+        "summary.json",
+    ]
+    assert (out / "astronaut_face0_sheet.png").read_bytes() == b"face 0 of 1"
+    assert json.loads((out / "config.json").read_text()) == {"config": "one face"}
+
+    (cat / "astronaut_face0_sheet.png").write_bytes(b"an input that looks like a sheet")
+    with pytest.raises(RealFaceError, match="astronaut_face<N>_"):
+        run_catalogue(_FakeJob(1), [cat], out, info, progress=False)
+    with pytest.raises(ConfigError, match="'.gif' is not one of png, jpg, webp"):
+        run_catalogue(_FakeJob(1, sheet=False), [cat], out, info, suffix=".gif", progress=False)
+
+
+def test_transfer_layers_are_checked_when_the_pipeline_is_built(models):
+    from realface.checkpoints import load_generator
+    from realface.errors import ConfigError
+    from realface.nn.lpips import load_lpips_vgg
+    from realface.pipeline import ApplyConfig, RealFace
+
+    real = load_generator(models[models.index("--real") + 1])
+    lpips = load_lpips_vgg(vgg_path=models[models.index("--lpips-vgg") + 1])
+    with pytest.raises(ConfigError, match="layer 10 is out of range") as info:
+        RealFace(real, None, lpips, ApplyConfig(transfer_layers=(0, 10)))
+    assert info.value.field == "transfer_layers"
+    assert RealFace(real, None, lpips, ApplyConfig(transfer_layers=(0, 9))).config.transfer_layers == (0, 9)

@@ -83,6 +83,7 @@ __all__ = [
     "ItemContext",
     "Manifest",
     "ManifestRecord",
+    "check_plan",
     "collect_catalogue",
     "collect_inputs",
     "hash_config",
@@ -641,6 +642,24 @@ def _collisions(planned: Sequence[_Item], outdir: Path, extras: ExtraOutputs | N
     return clashes
 
 
+def check_plan(
+    items: Sequence[str | os.PathLike],
+    outdir: str | os.PathLike,
+    *,
+    roots: Sequence[str | os.PathLike] = (),
+    suffix: str | None = None,
+    extras: ExtraOutputs | None = None,
+) -> None:
+    """Refuse, without touching anything, the batch that :func:`run_batch` with these arguments would
+    refuse when planning (no item, colliding outputs, an input inside ``outdir``): lets a front end
+    stop before loading its models. Raises :class:`RealFaceError`."""
+    if not items:
+        raise RealFaceError(
+            f"no input images to process in {', '.join(map(str, roots)) or 'the given paths'}"
+        )
+    _plan(items, roots, _abspath(outdir), suffix, extras)
+
+
 def _redo_reason(
     prev: ManifestRecord | None, st: os.stat_result | None, config: str, outdir: Path, output: Path
 ) -> str:
@@ -724,9 +743,7 @@ def run_batch(
             written into ``outdir`` before the lock is held, and nothing at all when planning fails.
     """
     out = _abspath(outdir)
-    if not items:
-        where = ", ".join(map(str, roots)) or "the given paths"
-        raise RealFaceError(f"no input images to process in {where}")
+    check_plan(items, out, roots=roots, suffix=suffix, extras=extras)
     planned = _plan(items, roots, out, suffix, extras)
     if out.exists() and not out.is_dir():
         raise RealFaceError(f"output folder {out} is a file, not a folder")

@@ -70,6 +70,7 @@ __all__ = [
     "parse_layers",
     "run_info",
     "run_catalogue",
+    "plan_catalogue",
     "save_latent",
     "load_latent",
 ]
@@ -471,6 +472,31 @@ def run_info(real: str | os.PathLike, rendering: str | os.PathLike | None, confi
     }
 
 
+def plan_catalogue(
+    inputs: Sequence[str | os.PathLike], outdir: str | os.PathLike, config: ApplyConfig, suffix: str | None
+) -> tuple[list[Path], list[Path]]:
+    """The (images, input folders) of a catalogue run into ``outdir``, checked as
+    :func:`run_catalogue` checks them, without writing anything: call it before loading models.
+
+    Raises:
+        ConfigError: ``suffix`` is not one of :data:`OUTPUT_FORMATS`.
+        RealFaceError: an input is missing, there is no image, ``outdir`` is a file, or outputs
+            collide (see :func:`realface.batch.check_plan`).
+    """
+    from realface.batch import check_plan, collect_catalogue
+
+    if suffix is not None and format_for_path(f"x{suffix}") is None:
+        raise ConfigError(f"output format {suffix!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+    items = collect_catalogue(list(inputs), outdir)
+    roots = [Path(p) for p in inputs if Path(p).is_dir()]
+    check_plan(items, outdir, roots=roots, suffix=suffix, extras=_face_extras(config))
+    return items, roots
+
+
+def _face_extras(config: ApplyConfig) -> ExtraOutputs | None:
+    return FACE_EXTRAS if any(dataclasses.astuple(config.save)) else None
+
+
 def run_catalogue(
     job: RealFace,
     inputs: Sequence[str | os.PathLike],
@@ -495,15 +521,10 @@ def run_catalogue(
     ends (progress bars, cancellation); raising :class:`realface.errors.Cancelled` from the callback
     stops the run like Ctrl-C. ``on_plan(to run, skipped)`` is called once before the first image.
     """
-    from realface.batch import collect_catalogue, hash_config, run_batch
+    from realface.batch import hash_config, run_batch
 
-    if suffix is not None and format_for_path(f"x{suffix}") is None:
-        raise ConfigError(f"output format {suffix!r} is not one of {', '.join(OUTPUT_FORMATS)}")
     out = Path(outdir)
-    items = collect_catalogue(list(inputs), out)
-    roots = [Path(p) for p in inputs if Path(p).is_dir()]
-    save = job.config.save
-    writes_extras = any(dataclasses.astuple(save))
+    items, roots = plan_catalogue(inputs, out, job.config, suffix)
 
     def process(path: Path, ctx) -> list[Path]:
         callback, close = step_callback(ctx) if step_callback is not None else (None, lambda: None)
@@ -522,6 +543,6 @@ def run_catalogue(
         progress=progress,
         stop_on_error=stop_on_error,
         on_plan=on_plan,
-        extras=FACE_EXTRAS if writes_extras else None,
+        extras=_face_extras(job.config),
         files={"config.json": json.dumps(info, indent=2, sort_keys=True) + "\n"},
     )

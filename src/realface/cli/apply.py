@@ -155,9 +155,9 @@ def apply(
     if dry_run:
         typer.echo(json.dumps(info, indent=2, sort_keys=True))
         return
-    from realface.batch import collect_catalogue
+    from realface.pipeline import plan_catalogue
 
-    collect_catalogue(inputs, outdir)  # a missing input or an empty batch stops before any model is loaded
+    plan_catalogue(inputs, outdir, cfg, suffix)  # bad inputs or colliding outputs stop before any model loads
     from realface.weights import apply_weight_ids, require_weights
 
     require_weights(apply_weight_ids(real, lpips_vgg, mask), progress=progress)  # all missing ones at once
