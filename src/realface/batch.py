@@ -556,6 +556,10 @@ def _plan(
     suffix: str | None,
     extras: ExtraOutputs | None = None,
 ) -> list[_Item]:
+    if not items:
+        raise RealFaceError(
+            f"no input images to process in {', '.join(map(str, roots)) or 'the given paths'}"
+        )
     planned: dict[str, _Item] = {}
     for raw in items:
         path = _abspath(raw)
@@ -653,10 +657,6 @@ def check_plan(
     """Refuse, without touching anything, the batch that :func:`run_batch` with these arguments would
     refuse when planning (no item, colliding outputs, an input inside ``outdir``): lets a front end
     stop before loading its models. Raises :class:`RealFaceError`."""
-    if not items:
-        raise RealFaceError(
-            f"no input images to process in {', '.join(map(str, roots)) or 'the given paths'}"
-        )
     _plan(items, roots, _abspath(outdir), suffix, extras)
 
 
@@ -743,7 +743,6 @@ def run_batch(
             written into ``outdir`` before the lock is held, and nothing at all when planning fails.
     """
     out = _abspath(outdir)
-    check_plan(items, out, roots=roots, suffix=suffix, extras=extras)
     planned = _plan(items, roots, out, suffix, extras)
     if out.exists() and not out.is_dir():
         raise RealFaceError(f"output folder {out} is a file, not a folder")
@@ -869,7 +868,6 @@ class _StaleOutputs:
                 or self.planned.get(rel, item.key) != item.key
                 or self.owners.get(rel, set()) - {item.key}
                 or not _within(path, self.outdir)
-                or path == self.outdir
             ):
                 continue
             try:
