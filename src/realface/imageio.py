@@ -13,15 +13,20 @@ goes through :func:`save_image`. The contract:
   copies every other block's DCT coefficients (:mod:`realface.jpeg`), so unchanged regions decode to
   the same pixels; other JPEGs are encoded afresh and every pixel can move by a few levels.
 * **Limits.** Files are refused before any pixel is decoded when width × height exceeds
-  ``max_pixels`` (a decompression-bomb guard; :data:`DEFAULT_MAX_PIXELS` unless configured).
-  Animated images, corrupt or truncated files and non-image files raise :class:`ImageError` naming
-  the file and the problem. Nothing here executes code from a file.
+  ``max_pixels`` (a decompression-bomb guard; :data:`DEFAULT_MAX_PIXELS` unless configured, and
+  never more than :data:`MAX_PIXELS_CEILING`). Animated images, corrupt or truncated files,
+  non-image files and unsupported modes raise :class:`ImageError` naming the file and the problem.
+  Nothing here executes code from a file.
 * **Writes are atomic** (:func:`realface.utils.fs.atomic_path`): a failed write leaves no output, and
   writing over the input file is refused.
 
-Palette (``P``/``PA``), bilevel (``1``), CMYK and other uncommon modes are converted on reading to
-the nearest supported mode (RGB, RGBA or L) and written in that mode; a message is logged.
-16-bit colour PNGs (which Pillow reduces to 8 bits) are decoded and encoded with ``pypng``.
+Image modes: :data:`READ_MODES` is the one list of what is accepted. RGB, RGBA, L and LA are read
+as they are; palette (``P``/``PA``), bilevel (``1``), CMYK and YCbCr are converted on reading to RGB
+(RGBA when the palette has transparency) or L and written in that mode; a message is logged.
+16-bit images are read at full depth from PNG files only (16-bit colour PNGs, which Pillow reduces to
+8 bits, are decoded and encoded with ``pypng``). Every other mode — 32-bit integer (``I``) and float
+(``F``) images, 16-bit images in other formats (e.g. TIFF ``I;16``) — is refused with a message that
+names the file and the mode, before any pixel is decoded.
 """
 
 from __future__ import annotations
@@ -39,15 +44,50 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from realface.errors import ImageError
+from realface.errors import ConfigError, ImageError
 from realface.utils.fs import atomic_path
 
-__all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "load_image", "save_image", "format_for_path"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "MAX_PIXELS_CEILING",
+    "READ_MODES",
+    "PNG16_MODES",
+    "LoadedImage",
+    "check_max_pixels",
+    "load_image",
+    "save_image",
+    "format_for_path",
+]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 100_000_000
 """Default decompression-bomb limit: 100 megapixels (a 10000 × 10000 image)."""
+
+MAX_PIXELS_CEILING = 250_000_000
+"""The highest ``max_pixels`` accepted: 250 megapixels (about 15800 × 15800, 750 MB as 8-bit RGB).
+A file that declares more is refused whatever the configured limit, so a forged header can never make
+the reader allocate gigabytes."""
+
+READ_MODES: dict[str, str] = {
+    "RGB": "RGB",
+    "RGBA": "RGBA",
+    "L": "L",
+    "LA": "LA",
+    "P": "RGB",  # RGBA when the palette has a transparent entry
+    "PA": "RGBA",
+    "1": "L",
+    "CMYK": "RGB",
+    "YCbCr": "RGB",
+}
+"""The accepted 8-bit Pillow modes, each mapped to the mode it is read (and written) as. With
+:data:`PNG16_MODES` this is the one list of supported image modes; every other mode is refused."""
+
+PNG16_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+"""Modes in which Pillow opens a 16-bit grayscale PNG; they are accepted from PNG files only (a PNG
+sample has at most 16 bits). 16-bit colour PNGs are recognised from the PNG header instead."""
+
+_MODE_NAMES = {"I": "32-bit integer", "F": "32-bit float", "I;16": "16-bit, read from PNG files only"}
 
 _EXIF_ORIENTATION = 0x0112
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -189,19 +229,32 @@ def _read_png16(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return a, None
 
 
-def _split_pil(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Pixels ``[H, W, C]`` and alpha ``[H, W]`` of a loaded Pillow image (mode converted if needed)."""
+def _check_mode(im: Image.Image, fmt: str, path: Path) -> None:
+    """Refuse a file whose Pillow mode is not in :data:`READ_MODES` (or :data:`PNG16_MODES` for a PNG)."""
     mode = im.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        return np.asarray(im, dtype=np.uint16)[..., None], None
-    if mode == "I":
+    if mode in READ_MODES or (fmt == "PNG" and mode in PNG16_MODES):
+        return
+    what = _MODE_NAMES.get("I;16" if mode.startswith("I;16") else mode)
+    described = f"{mode} ({what})" if what else mode
+    raise ImageError(
+        f"{path}: image mode {described} is not supported; supported: 8-bit "
+        f"{', '.join(READ_MODES)} and 16-bit PNG (convert the file to one of these)"
+    )
+
+
+def _split_pil(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pixels ``[H, W, C]`` and alpha ``[H, W]`` of a loaded Pillow image (mode converted if needed).
+    The mode was checked by :func:`_check_mode`."""
+    mode = im.mode
+    if mode in PNG16_MODES:
         a = np.asarray(im)
-        if a.min() < 0 or a.max() > 65535:
-            raise ImageError(f"{path}: 32-bit integer images are not supported (values outside 0..65535)")
+        if a.min() < 0 or a.max() > 65535:  # mode I of a PNG holds 16-bit samples; anything else is corrupt
+            raise ImageError(f"{path}: corrupt 16-bit image (values outside 0..65535)")
         return a.astype(np.uint16)[..., None], None
-    if mode not in ("L", "LA", "RGB", "RGBA"):
-        has_alpha = mode in ("PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info)
-        target = "RGBA" if has_alpha else "L" if mode == "1" else "RGB"
+    target = READ_MODES[mode]
+    if mode == "P" and "transparency" in im.info:
+        target = "RGBA"
+    if target != mode:
         logger.info("%s: mode %s is read as %s and will be written as %s", path, mode, target, target)
         im = im.convert(target)
         mode = target
@@ -213,24 +266,48 @@ def _split_pil(im: Image.Image, path: Path) -> tuple[np.ndarray, np.ndarray | No
     return np.ascontiguousarray(a), None
 
 
+def check_max_pixels(max_pixels: int) -> int:
+    """``max_pixels`` if it is in 1..:data:`MAX_PIXELS_CEILING`, else :class:`ConfigError` (field
+    ``max_pixels``, so the command line names ``--max-pixels``)."""
+    if (
+        isinstance(max_pixels, bool)
+        or not isinstance(max_pixels, int)
+        or not 0 < max_pixels <= MAX_PIXELS_CEILING
+    ):
+        raise ConfigError(
+            f"max_pixels must be an integer from 1 to {MAX_PIXELS_CEILING:,} (the decompression-bomb "
+            f"ceiling); got {max_pixels!r}",
+            field="max_pixels",
+        )
+    return max_pixels
+
+
+def _raise_hint(max_pixels: int) -> str:
+    if max_pixels >= MAX_PIXELS_CEILING:
+        return "(the most realface reads; downscale the image)"
+    return f"(raise it with --max-pixels, up to {MAX_PIXELS_CEILING:,}, if the file is trusted)"
+
+
 def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Read an image file safely.
 
     Args:
         path: the file.
         max_pixels: refuse images whose width × height exceeds this (decompression-bomb guard),
-            checked from the header before any pixel is decoded. Default :data:`DEFAULT_MAX_PIXELS`.
+            checked from the header before any pixel is decoded. Default :data:`DEFAULT_MAX_PIXELS`;
+            at most :data:`MAX_PIXELS_CEILING`.
 
     Returns:
         A :class:`LoadedImage` with EXIF orientation applied.
 
     Raises:
-        ImageError: the file is missing, is not an image, is corrupt or truncated, is animated, or is
-            too large. The message names the file and the problem.
+        ImageError: the file is missing, is not an image, is corrupt or truncated, is animated, has
+            an unsupported mode (:data:`READ_MODES`), or is too large. The message names the file and
+            the problem.
+        ConfigError: ``max_pixels`` is not in 1..:data:`MAX_PIXELS_CEILING`.
     """
     path = Path(path)
-    if max_pixels <= 0:
-        raise ValueError(f"max_pixels must be positive; got {max_pixels}")
+    check_max_pixels(max_pixels)
     if not path.exists():
         raise ImageError(f"{path}: file not found")
     if not path.is_file():
@@ -241,11 +318,12 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
             if w * h > max_pixels:
                 raise ImageError(
                     f"{path}: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} "
-                    "(raise it with --max-pixels if the file is trusted)"
+                    f"{_raise_hint(max_pixels)}"
                 )
             if getattr(im, "n_frames", 1) > 1:
                 raise ImageError(f"{path}: animated or multi-frame images are not supported")
             fmt = im.format or "PNG"
+            _check_mode(im, fmt, path)
             exif = im.getexif()
             orientation = int(exif.get(_EXIF_ORIENTATION, 1) or 1)
             options = _save_options(im, exif)
@@ -261,8 +339,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise ImageError(f"{path}: not an image file, or a format that cannot be read") from None
     except Image.DecompressionBombError:
         raise ImageError(
-            f"{path}: more pixels than the limit of {max_pixels:,} "
-            "(raise it with --max-pixels if the file is trusted)"
+            f"{path}: more pixels than the limit of {max_pixels:,} {_raise_hint(max_pixels)}"
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None

@@ -72,3 +72,33 @@ def test_face_record_round_trip_and_validation(detected):
     assert Detection((10, 10, 19, 29), 1.0, "hog").area == 10 * 20
     with pytest.raises(ValueError, match="uint8 RGB"):
         detect_faces(np.zeros((10, 10, 3), np.float32))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 2), (8, 8), (8, 300), (16, 4000)])
+def test_images_too_small_for_dlib_have_no_face(shape):
+    """dlib's CNN detector fails on images of a few pixels (and on the downscaled copy of a long thin
+    image); such images are answered without it, and find_faces names the file."""
+    rgb = np.zeros((*shape, 3), np.uint8)
+    config = DetectConfig(upsample=0, min_face_size=0)
+    assert detect_faces(rgb, config, source="tiny.png") == []
+    with pytest.raises(FaceError, match=r"tiny\.png: no face of at least \d+ px found"):
+        find_faces(rgb, config, source="tiny.png")
+
+
+def test_dlib_errors_become_face_errors_without_dlib_text(detected, monkeypatch):
+    class Failing:
+        def __call__(self, *args):
+            raise RuntimeError("\n\nError detected at line 2957.\nError detected in file cpu_dlib.cpp.\n")
+
+        run = __call__
+
+    image, _ = detected["replicant_face_00000"]
+    monkeypatch.setattr(detect, "_hog_detector", lambda: Failing())
+    with pytest.raises(FaceError, match=r"^photo\.png: the HOG face detector could not") as info:
+        detect_faces(image.rgb8(), source="photo.png")
+    monkeypatch.undo()
+    monkeypatch.setattr(detect, "_shape_predictor", lambda: Failing())
+    with pytest.raises(FaceError, match=r"^photo\.png: the landmark predictor could not") as info2:
+        find_faces(image.rgb8(), source="photo.png")
+    for exc in (info.value, info2.value):
+        assert "cpp" not in str(exc) and "line" not in str(exc) and exc.__cause__ is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
@@ -124,3 +126,50 @@ def test_loaded_image_validates_arrays(tmp_path):
     img = LoadedImage(tmp_path, "PNG", np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(ValueError, match="new pixels must be"):
         img.with_pixels(np.zeros((4, 4, 3), np.uint16))
+
+
+@pytest.mark.parametrize(
+    "mode,pixels,suffix,described",
+    [
+        ("I", np.full((20, 30), 70000, np.int32), ".tif", "I (32-bit integer)"),
+        ("I", np.full((20, 30), 300, np.int32), ".tif", "I (32-bit integer)"),
+        ("I;16", np.full((20, 30), 300, np.uint16), ".tif", "I;16 (16-bit, read from PNG files only)"),
+        ("F", np.full((20, 30), 0.5, np.float32), ".tif", "F (32-bit float)"),
+    ],
+)
+def test_integer_float_and_non_png_16bit_modes_are_refused(tmp_path, mode, pixels, suffix, described):
+    path = tmp_path / f"x{suffix}"
+    Image.fromarray(pixels).save(path)
+    assert Image.open(path).mode == mode
+    with pytest.raises(ImageError, match=rf"x\.tif: image mode {re.escape(described)} is not supported"):
+        load_image(path)
+
+
+def test_every_listed_mode_is_read(tmp_path):
+    from realface.imageio import READ_MODES, _split_pil
+
+    pixels, alpha = _split_pil(Image.new("PA", (6, 4), (3, 128)), tmp_path / "pa")  # no format saves PA
+    assert pixels.shape == (4, 6, 3) and alpha is not None and (alpha == 128).all()
+    for mode, target in READ_MODES.items():
+        if mode == "PA":
+            continue
+        suffix = ".jpg" if mode in ("CMYK", "YCbCr") else ".png"
+        src = Image.new("RGB", (6, 4), (200, 40, 90)).convert(mode)
+        path = tmp_path / f"{mode}{suffix}"
+        src.save(path, **({"format": "JPEG"} if mode == "YCbCr" else {}))
+        img = load_image(path)
+        assert img.mode == target and img.size == (6, 4) and img.bit_depth == 8, mode
+    gray16 = tmp_path / "gray16.png"
+    Image.fromarray(np.full((4, 6), 40000, np.uint16)).save(gray16)  # opened by Pillow as I;16
+    assert load_image(gray16).mode == "I;16" and load_image(gray16).pixels.max() == 40000
+
+
+def test_max_pixels_has_a_ceiling_checked_before_any_file_is_opened(tmp_path):
+    from realface.errors import ConfigError
+    from realface.imageio import MAX_PIXELS_CEILING, check_max_pixels
+
+    assert check_max_pixels(MAX_PIXELS_CEILING) == MAX_PIXELS_CEILING
+    for bad in (0, -1, MAX_PIXELS_CEILING + 1, 10**12):
+        with pytest.raises(ConfigError, match="max_pixels must be an integer from 1 to 250,000,000") as info:
+            load_image(tmp_path / "never_opened.png", max_pixels=bad)
+        assert info.value.field == "max_pixels"

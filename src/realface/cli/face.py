@@ -5,13 +5,23 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import typer
 
 from realface.cli import app
 from realface.errors import ConfigError, FaceError, ImageError, RealFaceError
-from realface.imageio import DEFAULT_MAX_PIXELS, format_for_path, load_image, save_image
+from realface.imageio import (
+    DEFAULT_MAX_PIXELS,
+    LoadedImage,
+    check_max_pixels,
+    format_for_path,
+    load_image,
+    save_image,
+)
+
+if TYPE_CHECKING:
+    from realface.face import AlignConfig, DetectConfig
 
 logger = logging.getLogger(__name__)
 
@@ -34,43 +44,113 @@ def align_command(
     ),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help=_MAX_PIXELS_HELP),
 ) -> None:
-    """FFHQ-align faces: writes NAME_faceI.png and NAME_faceI.json (box, landmarks, transform)."""
-    from realface.face import AlignConfig, DetectConfig, FaceMeta, align_face, find_faces
+    """FFHQ-align faces: writes NAME_faceI.png and NAME_faceI.json (box, landmarks, transform).
 
+    A rerun replaces the crops and JSON files that `align` wrote before (recognised by the JSON beside
+    each crop, which names the source image and face); it never overwrites an input or another file.
+    """
+    from realface.face import AlignConfig, DetectConfig
+
+    check_max_pixels(max_pixels)
     try:
         align_cfg = AlignConfig(output_size=size, transform_size=4096 if exact else None)
         detect_cfg = DetectConfig(upsample=upsample, cnn_fallback=cnn, min_face_size=min_face_size)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    failures = []
+    inputs = {_resolved(p) for p in images}
+    written: dict[Path, Path] = {}  # output file (resolved) -> the input it was written for
+    failures: list[tuple[Path, RealFaceError]] = []
     for path in images:
         try:
-            image = load_image(path, max_pixels=max_pixels)
-            faces = find_faces(image.rgb8(), detect_cfg, source=str(path))
-            if face_index is not None and not 0 <= face_index < len(faces):
-                raise FaceError(f"{path}: --face-index {face_index} requested but {len(faces)} face(s) found")
-            indices = range(len(faces)) if face_index is None else [face_index]
-            rgb = image.rgb8() if image.bit_depth == 8 else image.rgb_float()
-            for i in indices:
-                aligned = align_face(rgb, faces[i].landmarks_array, align_cfg)
-                meta = FaceMeta(path.name, image.size, i, faces[i].with_alignment(aligned.alignment))
-                stem = out_dir / f"{path.stem}_face{i}"
-                save_image(_rgb_image(aligned.to_uint8(), stem.with_suffix(".png")), stem.with_suffix(".png"))
-                meta.save(stem.with_suffix(".json"))
-                logger.info(
-                    "%s: face %d (%s, box %s) -> %s.png", path, i, faces[i].detector, faces[i].box, stem
-                )
+            _align_one(path, out_dir, align_cfg, detect_cfg, face_index, max_pixels, inputs, written)
         except RealFaceError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            failures.append(path)
+            if len(images) == 1:
+                raise  # the one error line is this image's own message
+            logger.error("%s", exc)
+            failures.append((path, exc))
+    if len(failures) == 1:
+        raise ImageError(f"1 of {len(images)} images failed: {failures[0][1]}")
     if failures:
-        raise ImageError(f"{len(failures)} of {len(images)} image(s) failed: {', '.join(map(str, failures))}")
+        names = ", ".join(str(p) for p, _ in failures)
+        raise ImageError(f"{len(failures)} of {len(images)} images failed (reasons above): {names}")
 
 
-def _rgb_image(rgb8: np.ndarray, path: Path):
-    from realface.imageio import LoadedImage
+def _resolved(path: Path) -> Path:
+    return path.resolve() if path.exists() else path.absolute()
 
-    return LoadedImage(path=path, format="PNG", pixels=rgb8)
+
+def _align_one(
+    path: Path,
+    out_dir: Path,
+    align_cfg: AlignConfig,
+    detect_cfg: DetectConfig,
+    face_index: int | None,
+    max_pixels: int,
+    inputs: set[Path],
+    written: dict[Path, Path],
+) -> None:
+    """Align the faces of one image; every output path is checked before anything is written."""
+    from realface.face import FaceMeta, align_face, find_faces
+
+    image = load_image(path, max_pixels=max_pixels)
+    faces = find_faces(image.rgb8(), detect_cfg, source=str(path))
+    if face_index is not None and not 0 <= face_index < len(faces):
+        raise FaceError(f"{path}: --face-index {face_index} requested but {len(faces)} face(s) found")
+    indices = range(len(faces)) if face_index is None else [face_index]
+    stems = {i: out_dir / f"{path.stem}_face{i}" for i in indices}
+    for i, stem in stems.items():
+        _check_replaceable(stem, path, i, inputs, written)
+    rgb = image.rgb8() if image.bit_depth == 8 else image.rgb_float()
+    for i, stem in stems.items():
+        aligned = align_face(rgb, faces[i].landmarks_array, align_cfg)
+        meta = FaceMeta(path.name, image.size, i, faces[i].with_alignment(aligned.alignment))
+        # The JSON first: a crop whose run was interrupted is then still recognised as ours.
+        meta.save(stem.with_suffix(".json"))
+        crop = LoadedImage(path=path, format="PNG", pixels=aligned.to_uint8())
+        save_image(crop, stem.with_suffix(".png"))
+        for suffix in (".json", ".png"):
+            written[_resolved(stem.with_suffix(suffix))] = path
+        logger.info("%s: face %d (%s, box %s) -> %s.png", path, i, faces[i].detector, faces[i].box, stem)
+
+
+def _check_replaceable(
+    stem: Path, source: Path, index: int, inputs: set[Path], written: dict[Path, Path]
+) -> None:
+    """Refuse to write ``stem``.png/.json over an input, over another input's output of this run, or
+    over a file that is not an earlier output of `align` for the same image and face."""
+    meta_path = stem.with_suffix(".json")
+    ours = None
+    for dest in (stem.with_suffix(".png"), meta_path):
+        key = _resolved(dest)
+        if key in inputs:
+            raise ImageError(f"{dest}: refusing to overwrite the input image; choose another --out folder")
+        if key in written:
+            raise ImageError(
+                f"{dest}: already written for {written[key]} in this run; {source} has the same name "
+                "(align images with the same name into different --out folders)"
+            )
+        if not dest.exists():
+            continue
+        if ours is None:
+            ours = _written_by_align(meta_path, source, index)
+        if not ours:
+            raise ImageError(
+                f"{dest}: exists and is not an earlier output of `realface align` for face {index} of "
+                f"{source.name} (no matching {meta_path.name} beside it); move it or choose another --out"
+            )
+
+
+def _written_by_align(meta_path: Path, source: Path, index: int) -> bool:
+    """True when ``meta_path`` is a valid alignment JSON for face ``index`` of an image named like ``source``."""
+    from realface.face import FaceMeta
+
+    if not meta_path.is_file():
+        return False
+    try:
+        meta = FaceMeta.load(meta_path)
+    except FaceError:
+        return False
+    return meta.image == source.name and meta.face_index == index
 
 
 @app.command("paste")
@@ -87,10 +167,16 @@ def paste_command(
     from realface.face import BlendConfig, FaceMeta, MaskConfig, build_mask, paste_face
     from realface.face.mask import parser_available
 
+    check_max_pixels(max_pixels)
     try:
         mask_cfg = MaskConfig(kind=mask)  # type: ignore[arg-type]
     except ValueError as exc:
         raise ConfigError(f"--mask: {exc}") from None
+    for name, given in (("--image", image_path), ("--face", face_path), ("--meta", meta_path)):
+        if out.exists() and given.exists() and out.resolve() == given.resolve():
+            raise ImageError(
+                f"{out}: refusing to overwrite the input {name} file; choose another output path"
+            )
     image = load_image(image_path, max_pixels=max_pixels)
     new = load_image(face_path, max_pixels=max_pixels)
     meta = FaceMeta.load(meta_path)
