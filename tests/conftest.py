@@ -3,6 +3,7 @@ tests/data/FIXTURES.md); a test that needs a data file fails, never skips, when 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,40 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("REALFACE_HOME", str(home))
     monkeypatch.setenv("REALFACE_OFFLINE", "1")
     yield
+
+
+def _home_caches() -> list[Path]:
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    roots = [Path.home() / ".cache" / "realface"]
+    if xdg:
+        roots.append(Path(xdg).expanduser() / "realface")
+    return roots
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime) of every entry below ``root`` ({} when it does not exist)."""
+    if not root.exists():
+        return {}
+    out = {str(root): (0, root.stat().st_mtime_ns)}
+    for p in root.rglob("*"):
+        st = p.lstat()
+        out[str(p)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _home_cache_untouched(tmp_path_factory):
+    """The whole run, subprocesses included, leaves the user's real cache exactly as it was. Session
+    fixtures (which run outside the per-test cache below) get a cache of their own too."""
+    before = {str(r): _tree(r) for r in _home_caches()}
+    saved = {k: os.environ.get(k) for k in ("REALFACE_HOME", "REALFACE_OFFLINE")}
+    os.environ["REALFACE_HOME"] = str(tmp_path_factory.mktemp("realface_session_home"))
+    os.environ["REALFACE_OFFLINE"] = "1"
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    after = {str(r): _tree(r) for r in _home_caches()}
+    assert after == before, "the tests wrote into the user's cache (~/.cache/realface)"

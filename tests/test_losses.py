@@ -118,8 +118,9 @@ def test_config_defaults_are_the_papers_and_validated():
         IdentityLossConfig(blur_kernel=12)
     with pytest.raises(ConfigError, match="'max'"):
         IdentityLossConfig(sketch_reduction="max")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="color_weight=-1"):
+    with pytest.raises(ConfigError, match="color_weight must be >= 0, got -1") as e:
         IdentityLossConfig(color_weight=-1.0)
+    assert e.value.field == "color_weight"
 
 
 def test_shape_errors_say_expected_and_got(lpips_net):

@@ -105,9 +105,8 @@ LOCK_NAME = ".batch.lock"
 Status = Literal["started", "done", "failed"]
 _STATUSES = ("started", "done", "failed")
 
-# Temporary files of realface.utils.fs.atomic_path: ".<dest name>.<8 random chars><suffix>.tmp" beside
-# the destination (tempfile.mkstemp's random part is 8 characters of [a-z0-9_]).
-_ATOMIC_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}[^/]*\.tmp$")
+# Temporary files of realface.utils.fs.atomic_path (".rf-<8 hex><suffix>.tmp"), and of older versions.
+_ATOMIC_TEMP = re.compile(r"^\.(rf-[0-9a-f]{8}|.+\.[a-z0-9_]{8})[^/]*\.tmp$")
 
 
 # --- inputs and output paths ----------------------------------------------------------------------

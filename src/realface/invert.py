@@ -106,7 +106,7 @@ class InvertConfig:
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}", field="lr")
         if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"precision must be fp32 or bf16, got {self.precision!r}")
+            raise ConfigError(f"precision must be fp32 or bf16, got {self.precision!r}", field="precision")
 
 
 @dataclass

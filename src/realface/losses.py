@@ -146,22 +146,23 @@ class IdentityLossConfig:
         from realface.options import check_finite
 
         check_finite(self)
-        if self.sketch_weight < 0 or self.color_weight < 0:
-            raise ConfigError(
-                f"identity loss weights must be >= 0, got sketch_weight={self.sketch_weight}, "
-                f"color_weight={self.color_weight}"
-            )
-        if self.sketch_size < 16 or self.color_size < 16:
-            raise ConfigError(
-                f"identity loss sizes must be at least 16 px, got sketch_size={self.sketch_size}, "
-                f"color_size={self.color_size}"
-            )
+        for name in ("sketch_weight", "color_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}", field=name)
+        for name in ("sketch_size", "color_size"):
+            if getattr(self, name) < 16:
+                raise ConfigError(f"{name} must be at least 16 px, got {getattr(self, name)}", field=name)
         if self.blur_kernel < 1 or self.blur_kernel % 2 == 0:
-            raise ConfigError(f"blur_kernel must be a positive odd integer, got {self.blur_kernel}")
+            raise ConfigError(
+                f"blur_kernel must be a positive odd integer, got {self.blur_kernel}", field="blur_kernel"
+            )
         if not self.blur_sigma > 0:
-            raise ConfigError(f"blur_sigma must be positive, got {self.blur_sigma}")
+            raise ConfigError(f"blur_sigma must be positive, got {self.blur_sigma}", field="blur_sigma")
         if self.sketch_reduction not in ("sum", "mean"):
-            raise ConfigError(f"sketch_reduction must be 'sum' or 'mean', got {self.sketch_reduction!r}")
+            raise ConfigError(
+                f"sketch_reduction must be 'sum' or 'mean', got {self.sketch_reduction!r}",
+                field="sketch_reduction",
+            )
 
 
 class IdentityLossTerms(NamedTuple):

@@ -121,9 +121,14 @@ class ApplyConfig:
 
         check_finite(self)
         if self.batch_size < 1:
-            raise ConfigError(f"batch size must be >= 1, got {self.batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}", field="batch_size")
         if self.face_index is not None and self.face_index < 0:
-            raise ConfigError(f"face index must be >= 0, got {self.face_index}")
+            raise ConfigError(f"face_index must be >= 0, got {self.face_index}", field="face_index")
+        for name in ("baseline_sketch_weight", "baseline_color_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}", field=name)
+        if self.max_pixels < 1:
+            raise ConfigError(f"max_pixels must be >= 1, got {self.max_pixels}", field="max_pixels")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, default=str)

@@ -5,6 +5,7 @@ channel so batches can be traced back to file indices."""
 from __future__ import annotations
 
 import logging
+import os
 import zipfile
 from pathlib import Path
 
@@ -335,3 +336,13 @@ def test_loader_refuses_mismatched_state(tmp_path: Path) -> None:
         pytest.raises(ConfigError, match="rank"),
     ):
         other.load_state_dict(state)
+
+
+@pytest.mark.parametrize(("cpus", "expected"), [(1, 0), (2, 1), (4, 3), (64, 3)])
+def test_default_workers_leave_a_cpu_to_training(monkeypatch, cpus, expected):
+    from realface.train.dataset import default_workers
+    from realface.train.loop import TrainConfig
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    assert default_workers() == expected
+    assert TrainConfig(data="d", real="r").workers == expected

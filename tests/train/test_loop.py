@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from realface.checkpoints import load_generator
+from realface.errors import ConfigError
 from realface.train.loop import (
     TrainConfig,
     Trainer,
@@ -82,15 +83,31 @@ def _state(t: Trainer) -> dict[str, torch.Tensor]:
     s.update({f"D.{k}": v for k, v in t.D.state_dict().items()})
     s.update({f"G.{k}": v for k, v in t.G.state_dict().items()})
     s.update(t.state_tensors())
-    s.pop("rng_cpu")
+    s.pop("rng_cpu")  # the process's global RNG now, shared by both trainers: compared on disk below
     return s
 
 
+def _saved(run) -> tuple[dict[str, torch.Tensor], dict]:
+    """Every tensor of a run's latest checkpoint (networks and state) and its state.json."""
+    from safetensors.torch import load_file
+
+    ckpt = latest_checkpoint(run)
+    tensors = {f"net.{k}": v for k, v in load_file(str(ckpt / "networks.safetensors")).items()}
+    tensors.update({f"state.{k}": v for k, v in load_file(str(ckpt / "state.safetensors")).items()})
+    state = json.loads((ckpt / "state.json").read_text())
+    state["config"].pop("out")
+    return tensors, state
+
+
 def test_resume_equals_uninterrupted_training(setup, tmp_path):
+    # Each run starts from a different global RNG state, as separate processes would.
+    torch.manual_seed(11)
     full = Trainer(_cfg(setup, tmp_path / "full", kimg=0.032))
     full.run(progress=False)
+    torch.manual_seed(22)
     half = Trainer(_cfg(setup, tmp_path / "resumed", kimg=0.016))
     half.run(progress=False)
+    torch.manual_seed(33)
     resumed = Trainer(_cfg(setup, tmp_path / "resumed", kimg=0.032), resume=str(tmp_path / "resumed"))
     assert resumed.cur_nimg == 16 and resumed.batch_idx == 4
     resumed.run(progress=False)
@@ -98,6 +115,11 @@ def test_resume_equals_uninterrupted_training(setup, tmp_path):
     assert set(a) == set(b)
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    (ta, sa), (tb, sb) = _saved(tmp_path / "full"), _saved(tmp_path / "resumed")
+    assert "state.rng_cpu" in ta and set(ta) == set(tb)
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), f"saved {k} differs after resume"
+    assert sa == sb
 
 
 def test_crash_while_saving_keeps_the_previous_checkpoint(setup, tmp_path, monkeypatch):
@@ -118,11 +140,14 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(setup, tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         t2.run(progress=False)
     assert latest_checkpoint(out) == good  # the half-written one is not taken
-    assert list((out / "checkpoints").glob(".ckpt-*.tmp"))
+    assert [p.name for p in (out / "checkpoints").iterdir()] == [good.name]  # and is removed
+    stale = out / "checkpoints" / ".rf-0123abcd.tmp"  # what a save killed with -9 leaves
+    stale.mkdir()
+    (stale / "networks.safetensors").write_bytes(b"half")
     monkeypatch.setattr(loop, "save_networks", real_save)
     t3 = Trainer(_cfg(setup, out, kimg=0.016), resume=str(out))
     t3.run(progress=False)
-    assert not list((out / "checkpoints").glob(".ckpt-*.tmp"))
+    assert not stale.exists()
     assert latest_checkpoint(out).name == "ckpt-000000016"
 
 
@@ -194,5 +219,10 @@ def test_ada_p_rises_when_d_overfits(setup, tmp_path):
 def test_config_errors(setup, tmp_path):
     with pytest.raises(Exception, match="precision"):
         _cfg(setup, tmp_path, precision="fp8")
-    with pytest.raises(Exception, match="positive"):
+    with pytest.raises(ConfigError, match="kimg must be > 0") as e:
         _cfg(setup, tmp_path, kimg=0)
+    assert e.value.field == "kimg"
+    for name, value in (("sketch_weight", -1.0), ("workers", -1), ("style_mixing", 2.0), ("g_lr", 0.0)):
+        with pytest.raises(ConfigError) as e:
+            _cfg(setup, tmp_path, **{name: value})
+        assert e.value.field == name and name in str(e.value)

@@ -308,3 +308,25 @@ def test_only_the_working_folder_is_served(server, tiny_models):
     probe.parent.mkdir(parents=True, exist_ok=True)
     probe.write_text("ok")
     assert _get(base + str(probe)) == 200
+
+
+def test_foreign_host_names_are_refused(server):
+    """DNS rebinding: a page bound to 127.0.0.1 answers only requests that name a local host."""
+    import http.client
+
+    port = int(server["url"].rsplit(":", 1)[1])
+
+    def status(host: str) -> tuple[int, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.request("GET", "/", headers={"Host": host})
+            resp = conn.getresponse()
+            return resp.status, resp.read().decode("utf-8", "replace")
+        finally:
+            conn.close()
+
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost"):
+        assert status(host)[0] == 200, host
+    for host in (f"evil.example:{port}", "attacker.test", f"127.0.0.1.evil.example:{port}"):
+        code, body = status(host)
+        assert code == 421 and "Host header" in body and "--host" in body, (host, code, body)

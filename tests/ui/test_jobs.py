@@ -33,6 +33,7 @@ from realface.ui.jobs import (
     resolve_batch_folder,
     run_folder,
     run_images,
+    run_in_thread,
     weights_rows,
 )
 from realface.weights import REGISTRY
@@ -138,6 +139,23 @@ def test_readable_error_has_no_traceback():
     assert readable_error(ConfigError("steps must be >= 1")) == "steps must be >= 1"
     text = readable_error(ValueError("boom"))
     assert "ValueError: boom" in text and "Traceback" not in text
+
+
+def test_bad_requests_are_refused_at_once_and_job_errors_always_have_a_message():
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match="transfer layers"):
+        Settings(transfer_layers="0-99999999")
+    assert time.perf_counter() - t0 < 1.0
+    assert Settings(transfer_layers="0-7").transfer_layers == "0-7"
+    assert readable_error(ConfigError()).strip()  # an error without a message still says something
+    for exc in (ValueError(), ConfigError(""), KeyError("x")):
+
+        def fail(exc=exc):
+            raise exc
+
+        thread, box = run_in_thread(fail)
+        thread.join(10)
+        assert "error" in box and readable_error(box["error"]).strip(), exc
 
 
 def test_only_offered_checkpoints_can_be_chosen(env, tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from realface.utils.fs import atomic_write_bytes
 from realface.weights import (
     REGISTRY,
     ChecksumError,
@@ -340,7 +341,7 @@ class _Converter:
         with self.lock:
             self.calls.append((src, dst))
         time.sleep(self.delay)
-        dst.write_bytes(b"converted:" + src.read_bytes()[:16])
+        atomic_write_bytes(dst, b"converted:" + src.read_bytes()[:16])
 
 
 def test_conversion_runs_once_and_is_keyed_by_content(tmp_path, home):
@@ -354,7 +355,7 @@ def test_conversion_runs_once_and_is_keyed_by_content(tmp_path, home):
     assert first == second == home / "converted" / f"{sha256(src.read_bytes())}.safetensors"
     assert first.read_bytes() == b"converted:" + payload(3000)[:16]
     assert len(convert.calls) == 1 and convert.calls[0][0] == src.absolute()
-    assert convert.calls[0][1] != first  # written to a temporary path, then renamed
+    assert convert.calls[0][1] == first  # the converter writes the final path (atomically)
 
     src.write_bytes(payload(3000, seed=3))  # new content -> new key -> converted again
     os.utime(src, ns=(0, src.stat().st_mtime_ns + 1_000_000_000))
@@ -387,6 +388,19 @@ def test_concurrent_conversions_convert_once(tmp_path, home):
         t.join(timeout=10)
     assert len(results) == 2 and results[0] == results[1] and results[0].is_file()
     assert len(convert.calls) == 1
+
+
+def test_conversion_logs_name_the_final_file(tmp_path, home, caplog):
+    from realface.checkpoints import convert_pickle
+    from tests.conftest import data_file
+
+    src = tmp_path / "tiny.pkl"
+    src.write_bytes(data_file("stylegan2-ada", "sg2ada_tiny64.pkl").read_bytes())
+    with caplog.at_level("INFO"):
+        out = converted_generator_path(src, convert_pickle)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(str(out) in m for m in messages if m.startswith("converted ")), messages
+    assert not [m for m in messages if ".tmp" in m], messages
 
 
 def test_failed_conversion_leaves_nothing(tmp_path, home):

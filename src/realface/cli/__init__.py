@@ -78,6 +78,10 @@ def _option_names() -> set[str]:
     return names
 
 
+# Config fields whose command-line option is not ``--<field with dashes>``.
+_FIELD_OPTIONS = {"kimg_per_tick": "--tick", "xflip": "--mirror", "batch_size": "--batch"}
+
+
 def render_error(exc: RealFaceError) -> str:
     """The message of ``exc`` for the command line: a config field (``fine_steps``) is named by its
     option (``--fine-steps``) where a command has one."""
@@ -86,7 +90,7 @@ def render_error(exc: RealFaceError) -> str:
     message = str(exc)
     field = getattr(exc, "field", None)
     if field:
-        option = "--" + field.replace("_", "-")
+        option = _FIELD_OPTIONS.get(field, "--" + field.replace("_", "-"))
         if option in _option_names():
             pattern = rf"(?<![\w-]){re.escape(field)}(?![\w-])"
             if re.search(pattern, message):

@@ -57,7 +57,9 @@ def train(
     snap: int = typer.Option(5, "--snap", help="Ticks between checkpoints and snapshot grids."),
     keep: int = typer.Option(3, "--keep", help="Checkpoints kept."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
-    workers: int = typer.Option(3, "--workers", help="Data loader processes."),
+    workers: int = typer.Option(
+        None, "--workers", help="Data loader processes [default: min(3, CPUs - 1), at least 0]."
+    ),
     precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or bf16 (the last two on CUDA)."),
     allow_random_d: bool = typer.Option(False, "--allow-random-d", help="Start D from random weights."),
     lpips_vgg: Path = typer.Option(None, "--lpips-vgg", help="VGG16 state dict for the colour loss."),
@@ -69,6 +71,7 @@ def train(
 
     Several GPUs: torchrun --nproc_per_node N -m realface train ...
     """
+    from realface.train.dataset import default_workers
     from realface.train.loop import TrainConfig, Trainer
 
     cfg = TrainConfig(
@@ -90,7 +93,7 @@ def train(
         snap=snap,
         keep=keep,
         seed=seed,
-        workers=workers,
+        workers=default_workers() if workers is None else workers,
         precision=precision,
         allow_random_d=allow_random_d,
         lpips_vgg=None if lpips_vgg is None else str(lpips_vgg),

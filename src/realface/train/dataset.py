@@ -66,6 +66,7 @@ __all__ = [
     "ImageDataset",
     "InfiniteSampler",
     "InfiniteLoader",
+    "default_workers",
     "make_loader",
     "to_model_range",
     "IMAGE_SUFFIXES",
@@ -625,6 +626,9 @@ class InfiniteLoader:
             pin_memory=pin_memory,
             persistent_workers=num_workers > 0,
             prefetch_factor=prefetch_factor if num_workers > 0 else None,
+            # Starting an iterator draws the workers' base seed: from this generator, never from the
+            # global RNG, whose state belongs to the training run (and is saved with its checkpoints).
+            generator=torch.Generator().manual_seed(sampler.seed),
         )
         self._iter: Iterator[torch.Tensor] | None = None
         self._consumed = 0  # batches handed out since the last restart
@@ -681,11 +685,24 @@ class InfiniteLoader:
         self.close()
 
 
+def default_workers() -> int:
+    """Loader processes by default: ``min(3, usable CPUs - 1)``, at least 0.
+
+    3 is the official value; one CPU is left to the training process itself, so a small machine
+    never gets more workers than it has CPUs (the case PyTorch's DataLoader warns about).
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not every platform can tell which CPUs this process may use
+        cpus = os.cpu_count() or 1
+    return max(0, min(3, cpus - 1))
+
+
 def make_loader(
     dataset: torch.utils.data.Dataset,
     batch_size: int,
     *,
-    num_workers: int = 3,
+    num_workers: int | None = None,
     seed: int = 0,
     rank: int = 0,
     world_size: int = 1,
@@ -699,8 +716,8 @@ def make_loader(
     Args:
         dataset: items of equal shape (an :class:`ImageDataset`).
         batch_size: images per batch *of this process* (the official ``batch_gpu``).
-        num_workers: loader processes (official: 3); 0 reads in the calling process. Workers are
-            persistent across restarts.
+        num_workers: loader processes (default :func:`default_workers`: ``min(3, CPUs - 1)``; the
+            official value is 3); 0 reads in the calling process. Workers are persistent across restarts.
         seed, shuffle, window_size: the sampler (:class:`InfiniteSampler`; official defaults).
         rank, world_size: this process's rank among ``world_size`` data-parallel processes; each
             rank gets disjoint positions of the same global stream.
@@ -713,8 +730,10 @@ def make_loader(
     """
     if batch_size <= 0:
         raise ConfigError(f"batch_size must be positive; got {batch_size}")
+    if num_workers is None:
+        num_workers = default_workers()
     if num_workers < 0:
-        raise ConfigError(f"num_workers must be >= 0; got {num_workers}")
+        raise ConfigError(f"num_workers must be >= 0; got {num_workers}", field="workers")
     sampler = InfiniteSampler(
         len(dataset), rank=rank, world_size=world_size, seed=seed, shuffle=shuffle, window_size=window_size
     )

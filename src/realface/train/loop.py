@@ -42,8 +42,9 @@ from realface.checkpoints import load_discriminator, load_generator, save_networ
 from realface.errors import CheckpointError, ConfigError
 from realface.nn.stylegan2 import Discriminator, Generator
 from realface.train.checkpoint import Checkpoint, check_matches, read_checkpoint
+from realface.train.dataset import default_workers
 from realface.train.loss import LossWeights, StyleGAN2Loss, draw
-from realface.utils.fs import atomic_path, atomic_write_text
+from realface.utils.fs import atomic_dir, atomic_path, atomic_write_text, is_temporary
 
 __all__ = ["TrainConfig", "Trainer", "frozen_parameter_names", "latest_checkpoint", "export_generator"]
 
@@ -61,6 +62,9 @@ class TrainConfig:
     between two stats lines; snap: ticks between checkpoints and snapshot grids; keep: checkpoints
     kept. g_lr / d_lr: per-network learning rates (default ``lr``). precision: "fp32", or on CUDA "fp16" (the official float16 blocks with conv_clamp 256) or
     "bf16" (autocast). lpips_vgg: a VGG16 state dict for the colour loss instead of the cached one.
+    workers: data loader processes (default ``min(3, CPUs - 1)``, see
+    :func:`realface.train.dataset.default_workers`). An invalid value raises :class:`ConfigError`
+    whose ``field`` names the option at fault.
     """
 
     data: str
@@ -91,7 +95,7 @@ class TrainConfig:
     snap: int = 5
     keep: int = 3
     seed: int = 0
-    workers: int = 3
+    workers: int = dataclasses.field(default_factory=default_workers)
     allow_random_d: bool = False
     precision: str = "fp32"
     lpips_vgg: str | None = None
@@ -101,12 +105,31 @@ class TrainConfig:
         from realface.options import check_finite
 
         check_finite(self)
-        if self.batch < 1 or self.kimg <= 0 or self.lr <= 0 or self.kimg_per_tick <= 0:
-            raise ConfigError(f"batch, kimg, lr and kimg_per_tick must be positive: {self}")
-        if self.precision not in ("fp32", "fp16", "bf16"):
-            raise ConfigError(f"precision must be fp32, fp16 or bf16, got {self.precision!r}")
-        if self.snap < 1 or self.keep < 1:
-            raise ConfigError("snap and keep must be >= 1")
+
+        def need(ok: bool, name: str, rule: str) -> None:
+            if not ok:
+                raise ConfigError(f"{name} {rule}, got {getattr(self, name)!r}", field=name)
+
+        for name in (
+            "batch",
+            "G_reg_interval",
+            "D_reg_interval",
+            "ada_interval",
+            "snap",
+            "keep",
+            "grid_size",
+        ):
+            need(getattr(self, name) >= 1, name, "must be >= 1")
+        for name in ("kimg", "lr", "kimg_per_tick", "ada_kimg"):
+            need(getattr(self, name) > 0, name, "must be > 0")
+        for name in ("g_lr", "d_lr"):
+            need(getattr(self, name) is None or getattr(self, name) > 0, name, "must be > 0")
+        for name in ("gamma", "sketch_weight", "color_weight", "pl_weight", "ema_kimg", "workers", "seed"):
+            need(getattr(self, name) >= 0, name, "must be >= 0")
+        for name in ("style_mixing", "ada_target", "augment_p"):
+            need(0 <= getattr(self, name) <= 1, name, "must be in [0, 1]")
+        need(self.precision in ("fp32", "fp16", "bf16"), "precision", "must be fp32, fp16 or bf16")
+        need(self.sketch_reduction in ("sum", "mean"), "sketch_reduction", "must be 'sum' or 'mean'")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -201,6 +224,9 @@ class Trainer:
         self.cur_nimg = 0
         self.cur_tick = 0
         self.batch_idx = 0
+        # The run owns torch's global RNG (ADA draws from it): a fresh run starts it from the seed, a
+        # resumed run from the checkpoint's state, after everything above has been built.
+        torch.manual_seed(cfg.seed * self.dist.world + self.dist.rank)
         if ckpt is not None:
             self.load_checkpoint(ckpt)
 
@@ -401,16 +427,20 @@ class Trainer:
         """Write ``checkpoints/ckpt-<nimg>/`` atomically (temp folder + rename); keep the last ``keep``."""
         if self.dist.rank != 0:
             return None
+        root = self.run_dir / "checkpoints"
+        final = root / f"ckpt-{self.cur_nimg:09d}"
+        with atomic_dir(final) as tmp:
+            self._write_checkpoint(tmp)
+        for old in sorted(p for p in root.glob("ckpt-*") if CKPT_RE.match(p.name))[: -self.cfg.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        log.info("checkpoint %s", final)
+        return final
+
+    def _write_checkpoint(self, folder: Path) -> None:
+        """The checkpoint's three files, each complete and synced, into the (temporary) ``folder``."""
         from safetensors.torch import save_file
 
-        root = self.run_dir / "checkpoints"
-        root.mkdir(parents=True, exist_ok=True)
-        final = root / f"ckpt-{self.cur_nimg:09d}"
-        tmp = root / f".{final.name}.{os.getpid()}.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        save_networks({"G": self.G, "G_ema": self.G_ema, "D": self.D}, tmp / "networks.safetensors")
+        save_networks({"G": self.G, "G_ema": self.G_ema, "D": self.D}, folder / "networks.safetensors")
         tensors = self.state_tensors()
         loader_tensors: dict[str, torch.Tensor] = {}
         state = {
@@ -427,20 +457,9 @@ class Trainer:
             "loader": _split_tensors(self.loader.state_dict(), "loader", loader_tensors),
         }
         tensors.update(loader_tensors)
-        save_file(tensors, str(tmp / "state.safetensors"))
-        atomic_write_text(tmp / "state.json", json.dumps(state, indent=2, sort_keys=True))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        fd = os.open(root, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        for old in sorted(p for p in root.glob("ckpt-*") if CKPT_RE.match(p.name))[: -self.cfg.keep]:
-            shutil.rmtree(old, ignore_errors=True)
-        log.info("checkpoint %s", final)
-        return final
+        with atomic_path(folder / "state.safetensors") as tmp:
+            save_file(tensors, str(tmp))
+        atomic_write_text(folder / "state.json", json.dumps(state, indent=2, sort_keys=True))
 
     def load_checkpoint(self, ckpt: Path | Checkpoint) -> None:
         if not isinstance(ckpt, Checkpoint):
@@ -512,8 +531,9 @@ class Trainer:
         rank0 = self.dist.rank == 0
         if rank0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            for stale in (self.run_dir / "checkpoints").glob(".ckpt-*.tmp"):
-                shutil.rmtree(stale, ignore_errors=True)  # left by a run killed while saving
+            for stale in (self.run_dir / "checkpoints").glob(".*.tmp"):
+                if is_temporary(stale.name) or stale.name.startswith(".ckpt-"):  # left by a killed save
+                    shutil.rmtree(stale, ignore_errors=True)
             atomic_write_text(
                 self.run_dir / "training_options.json",
                 json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n",

@@ -505,8 +505,62 @@ def launch(config: UIConfig, block: bool = True):
         raise ConfigError(f"cannot serve on {config.host}:{config.port}: {exc}") from None
 
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+ANY_ADDRESS = ("0.0.0.0", "::")
+
+
+def allowed_host_names(host: str) -> frozenset[str] | None:
+    """The ``Host`` names the page answers when bound to ``host``: the local names and ``host``
+    itself; None (any name) when bound to every address (``0.0.0.0`` or ``::``)."""
+    if host in ANY_ADDRESS:
+        return None
+    return frozenset((*LOCAL_HOSTS, host.strip("[]").lower()))
+
+
+def _host_name(value: str) -> str:
+    """``'[::1]:7860'`` -> ``'::1'``; ``'LocalHost:80'`` -> ``'localhost'``."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class HostCheck:
+    """ASGI middleware against DNS rebinding: a request whose ``Host`` header names another host is
+    answered 421 with a plain-text reason, before the app sees it."""
+
+    def __init__(self, app, allowed: frozenset[str] | None) -> None:
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self.allowed is not None and scope["type"] in ("http", "websocket"):
+            headers = dict(scope.get("headers") or [])
+            name = _host_name(headers.get(b"host", b"").decode("latin-1"))
+            if name not in self.allowed:
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                body = (
+                    f"refused: the Host header {name!r} is not a name of this server "
+                    f"({', '.join(sorted(self.allowed))}); start it with --host to serve other names\n"
+                ).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 421,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 def _serve(blocks, config: UIConfig, theme, workspace: Workspace, block: bool):
+    from starlette.middleware import Middleware
+
     return blocks.launch(
+        app_kwargs={"middleware": [Middleware(HostCheck, allowed=allowed_host_names(config.host))]},
         server_name=config.host,
         server_port=config.port,
         share=config.share,

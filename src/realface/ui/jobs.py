@@ -66,7 +66,7 @@ def readable_error(exc: BaseException) -> str:
     """One line for the page: a :class:`RealFaceError`'s own message, else the type and message
     (the traceback goes to the server log, never to the page)."""
     if isinstance(exc, RealFaceError):
-        return str(exc)
+        return str(exc).strip() or f"{type(exc).__name__} (no message); see the server log"
     if isinstance(exc, MemoryError):
         return "out of memory: try fewer images at once or a smaller batch"
     text = str(exc).strip() or "no message"
@@ -143,6 +143,9 @@ class Settings:
             raise ConfigError(
                 f"feather must be in [0, 0.1] (a fraction of the face size), got {self.feather}"
             )
+        from realface.options import parse_layers
+
+        parse_layers(self.transfer_layers, what="transfer layers")  # refused now, not in the job thread
 
     @classmethod
     def from_page(cls, **values: Any) -> Settings:
@@ -430,6 +433,8 @@ def run_in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, An
             if not isinstance(exc, (Cancelled, RealFaceError)):
                 log.exception("job failed")
             box["error"] = exc
+        if "result" not in box and "error" not in box:  # never a job that ends with neither
+            box["error"] = RuntimeError("the job stopped without a result")
 
     thread = threading.Thread(target=target, name="realface-job", daemon=True)
     thread.start()

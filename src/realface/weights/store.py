@@ -379,14 +379,13 @@ def _copy_hashing(src: Path, dest: Path, record: WeightRecord) -> str:
 
 
 def _try_link(src: Path, dest: Path) -> bool:
-    tmp = dest.with_name(f".{dest.name}.link.tmp")
     try:
-        tmp.unlink(missing_ok=True)
-        os.link(src, tmp)
+        with atomic_path(dest) as tmp:
+            tmp.unlink()  # the temporary name is then taken by the link
+            os.link(src, tmp)
     except OSError as exc:
         log.info("cannot hard-link %s into the cache (%s); copying it instead", src, exc)
         return False
-    os.replace(tmp, dest)
     return True
 
 
@@ -526,8 +525,9 @@ def converted_path(
     The key is the sha256 of ``src``: a registry file's conversion goes to
     ``weights/<id>/derived/<stem>-<sha8>[-tag]<suffix>`` (``id`` from ``record_id`` or from ``src``'s place
     in the cache), any other file's to ``converted/<sha256>[-tag]<suffix>``. ``tag`` names the converter
-    version, so that a changed converter does not reuse old output. ``convert`` writes to a temporary path
-    that is renamed into place only when it returns; it runs under a lock, so concurrent callers convert
+    version, so that a changed converter does not reuse old output. ``convert`` is given the final path
+    and must write it atomically (:func:`realface.utils.fs.atomic_path`), so that its messages name the
+    real file and a failed conversion leaves nothing; it runs under a lock, so concurrent callers convert
     once. ``src`` is only read.
     """
     src = Path(src).expanduser().absolute()
@@ -549,10 +549,10 @@ def converted_path(
         if dst.is_file() and dst.stat().st_size > 0:
             return dst
         log.info("converting %s to %s (once; later runs load the converted file)", src, dst)
-        with atomic_path(dst) as tmp:
-            convert(src, tmp)
-            if not tmp.is_file() or tmp.stat().st_size == 0:
-                raise WeightsError(f"converting {src} produced no output (expected a file at {tmp})")
+        convert(src, dst)
+        if not dst.is_file() or dst.stat().st_size == 0:
+            dst.unlink(missing_ok=True)
+            raise WeightsError(f"converting {src} produced no output (expected a file at {dst})")
     return dst
 
 
