@@ -14,6 +14,7 @@ from PIL import Image
 
 from realface.checkpoints import load_generator, save_networks
 from realface.errors import ConfigError
+from realface.metrics import METRICS
 from realface.metrics.consistency import (
     ConsistencyConfig,
     check_shared_space,
@@ -54,7 +55,10 @@ CFG = ConsistencyConfig(num=4, batch_size=2, progress=False)
 
 def test_aligned_chip_finds_the_face_where_ffhq_alignment_puts_it(embedder):
     """Without detection, the aligned path embeds an FFHQ-aligned face as dlib's detected path does."""
-    rgb = lambda *p: np.asarray(Image.open(data_file(*p)).convert("RGB"))  # noqa: E731
+
+    def rgb(*parts: str) -> np.ndarray:
+        return np.asarray(Image.open(data_file(*parts)).convert("RGB"))
+
     detected = embedder.embed(rgb("images", "astronaut.png"))
     other = embedder.embed(rgb("images", "replicant_face_00000.jpg"))
     aligned = embedder.embed_aligned(rgb("align", "astronaut_aligned_256.png"))
@@ -72,6 +76,7 @@ def test_identical_generators_are_consistent_and_perturbed_ones_less_so(tiny, em
     assert same["cosine"]["mean"] == pytest.approx(1.0, abs=1e-9)
     assert same["distance"]["mean"] == pytest.approx(0.0, abs=1e-9)
     assert same["same_person_rate"] == 1.0 and same["mapping_shared"] is True
+    assert same["metric"] in METRICS and METRICS[same["metric"]].module == "realface.metrics.consistency"
     assert same["per_sample"]["seed"] == [0, 1, 2, 3] and len(same["per_sample"]["cosine"]) == 4
 
     weak = identity_consistency(tiny, _perturbed(tiny, 0.05), CFG, embedder)

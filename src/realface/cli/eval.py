@@ -1,4 +1,5 @@
-"""`realface eval …`: FID, identity similarity, LPIPS and L2, with a table on screen and JSON / CSV reports."""
+"""`realface eval …`: FID, identity similarity, LPIPS and L2, and the identity consistency of two generators,
+with a table on screen and JSON / CSV reports."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from realface.errors import ConfigError
 
 eval_app = typer.Typer(
     name="eval",
-    help="Evaluate results: FID of image sets or generators, identity similarity, LPIPS and L2 of pairs.",
+    help="Evaluate results: FID of image sets or generators, identity similarity, LPIPS and L2 of pairs, "
+    "identity consistency of G_real and G_rendering.",
     no_args_is_help=True,
 )
 app.add_typer(eval_app, name="eval")
