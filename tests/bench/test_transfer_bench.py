@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from realface.bench.transfer import ROWS, TransferBenchConfig, mean_ci
+from realface.bench.transfer import CONSISTENCY_ROWS, ROWS, TransferBenchConfig, mean_ci
 from realface.errors import ConfigError
 from tests.test_cli_apply import run_cli
 
@@ -28,6 +28,9 @@ def test_config_rejects_bad_values():
         TransferBenchConfig(held_out=1)
     with pytest.raises(ConfigError, match="kimg"):
         TransferBenchConfig(kimg=float("nan"))
+    with pytest.raises(ConfigError, match="consistency_num"):
+        TransferBenchConfig(consistency_num=1)
+    assert TransferBenchConfig().consistency_num == 512 and TransferBenchConfig.quick().consistency_num == 8
 
 
 def test_bench_transfer_quick(tmp_path):
@@ -46,7 +49,18 @@ def test_bench_transfer_quick(tmp_path):
     c = next(c for c in res["comparisons"] if (c["a"], c["b"]) == ("full", "direct"))
     d = np.mean(np.asarray(res["per_sample"]["full"]["l2"]) - np.asarray(res["per_sample"]["direct"]["l2"]))
     assert math.isclose(c["l2"]["mean_diff"], d, rel_tol=1e-9, abs_tol=1e-12)
-    assert "| paired difference" in (out / "results.md").read_text()
+    # The identity-consistency table: one entry per rendering generator, 8 shared latents in quick mode.
+    assert [c["row"] for c in res["consistency"]] == list(CONSISTENCY_ROWS)
+    for c in res["consistency"]:
+        assert c["num"] == 8 and c["protocol"].startswith("toy-consistency")
+        for m in ("param_error", "param_error_truth", "l2", "lpips"):
+            lo, hi = c[m]["ci95"]
+            assert c[m]["mean"] >= 0 and lo <= c[m]["mean"] <= hi and np.isfinite([lo, hi]).all()
+    report = (out / "results.md").read_text()
+    assert (
+        "| paired difference" in report and "identity consistency with G_real on 8 shared latents" in report
+    )
+    assert all(label in report for label in CONSISTENCY_ROWS.values())
     assert (out / "examples.png").is_file()
     assert (out / "run_full" / "stats.jsonl").is_file() and (
         out / "run_no_identity" / "stats.jsonl"

@@ -45,7 +45,7 @@ def toy_consistency(
     ``lpips`` is given, ``lpips``. ``param_error_real_truth`` is the same regressor's error on
     ``G_real(z)`` itself (how well G_real draws the face it was taught: the measure's floor).
     """
-    from realface.bench.transfer import mean_ci
+    from realface.metrics.consistency import mean_ci
     from realface.sampling import z_from_seed
 
     if num < 2:

@@ -27,6 +27,11 @@ Rows (each a method that sees only the input render):
 
 Each row reports per-sample values, their mean and a 95 % confidence interval (Student t); paired
 differences between rows (same held-out faces) with their 95 % intervals decide which is better.
+
+A second table applies the paper's identity-consistency protocol to each rendering generator (``full``,
+``no_identity`` and the world's ``oracle``): :func:`realface.bench.consistency.toy_consistency` on
+``consistency_num`` shared latents, the regressor's parameter error between ``G_rendering(w)`` and
+``G_real(w)`` (0: the same person), against the truth, and L2 / LPIPS against the CG rendering.
 """
 
 from __future__ import annotations
@@ -36,7 +41,6 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +51,7 @@ from PIL import Image
 
 from realface.bench.faces import render_cg, render_photo, sample_params
 from realface.errors import ConfigError
+from realface.metrics.consistency import mean_ci
 
 __all__ = [
     "TransferBenchConfig",
@@ -55,6 +60,7 @@ __all__ = [
     "run_transfer_bench",
     "mean_ci",
     "ROWS",
+    "CONSISTENCY_ROWS",
 ]
 
 log = logging.getLogger(__name__)
@@ -68,6 +74,12 @@ ROWS: dict[str, str] = {
     "oracle": "oracle: the exact CG generator of the world -> G_real",
     "rendering": "the rendering itself (doing nothing)",
     "g_real_floor": "floor: the truth inverted into G_real",
+}
+#: Rendering generators whose identity consistency with G_real is reported, id -> label.
+CONSISTENCY_ROWS: dict[str, str] = {
+    "full": "G_rendering with identity losses",
+    "no_identity": "G_rendering without identity losses",
+    "oracle": "oracle: the exact CG generator of the world",
 }
 #: Pairs (a, b) whose paired difference a - b is reported.
 COMPARISONS: tuple[tuple[str, str], ...] = (
@@ -88,7 +100,8 @@ class TransferBenchConfig:
     ``"filter"``. train_images: rendered faces to fine-tune on. kimg / batch / lr / gamma: fine-tuning
     length, batch, learning rate and R1 weight. sketch_weight / color_weight: λs and λc of the full
     method (paper: 5e-6, 3.75e3). steps: inversion steps per face; inversion_batch: faces inverted
-    together. held_out: held-out faces (≥ 2 for intervals). seed: every random draw.
+    together. held_out: held-out faces (≥ 2 for intervals). consistency_num: shared latents of the
+    identity-consistency table (≥ 2). seed: every random draw.
     """
 
     world: str | None = None
@@ -103,6 +116,7 @@ class TransferBenchConfig:
     steps: int = 200
     inversion_batch: int = 32
     held_out: int = 32
+    consistency_num: int = 512
     precision: str = "auto"
     seed: int = 0
 
@@ -113,6 +127,10 @@ class TransferBenchConfig:
             raise ConfigError(f"style must be 'cg' or 'filter', got {self.style!r}")
         if self.held_out < 2:
             raise ConfigError(f"held_out must be >= 2 (intervals need two samples), got {self.held_out}")
+        if self.consistency_num < 2:
+            raise ConfigError(
+                f"consistency_num must be >= 2 (intervals need two samples), got {self.consistency_num}"
+            )
         for name in ("kimg", "lr", "gamma", "sketch_weight", "color_weight"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
@@ -125,7 +143,9 @@ class TransferBenchConfig:
     @classmethod
     def quick(cls, **overrides) -> TransferBenchConfig:
         """Tiny sizes for one CI test (the real code end to end, in about a minute)."""
-        base = dict(train_images=16, kimg=0.016, batch=4, steps=4, inversion_batch=4, held_out=4)
+        base = dict(
+            train_images=16, kimg=0.016, batch=4, steps=4, inversion_batch=4, held_out=4, consistency_num=8
+        )
         base.update(overrides)
         return cls(**base)
 
@@ -169,18 +189,6 @@ def render_style(p: torch.Tensor, style: str, res: int) -> torch.Tensor:
     if style == "cg":
         return render_cg(p, res)
     return rendering_style(render_photo(p, res))
-
-
-def mean_ci(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and the two-sided Student-t confidence interval of the mean: (mean, low, high)."""
-    from scipy import stats
-
-    x = np.asarray(values, dtype=np.float64)
-    m = float(x.mean())
-    if x.size < 2:
-        return m, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-    return m, m - half, m + half
 
 
 def _save_png(img: torch.Tensor, path: Path) -> None:
@@ -275,7 +283,20 @@ def run_transfer_bench(
         generators[name] = trainer.G_ema.eval().requires_grad_(False)
         timings[f"fine_tune_{name}"] = time.time() - t0
 
-    # 3. Held-out faces: input render, truth photo.
+    # 3. Identity consistency of each rendering generator with G_real on shared latents.
+    from realface.bench.consistency import toy_consistency
+
+    t0 = time.time()
+    rendering_generators = {**generators, "oracle": world.G_oracle}
+    consistency = {}
+    for row in CONSISTENCY_ROWS:
+        c = toy_consistency(
+            world, rendering_generators[row], num=cfg.consistency_num, seed0=cfg.seed, lpips=lpips
+        )
+        consistency[row] = {"row": row, "label": CONSISTENCY_ROWS[row], **c}
+    timings["consistency"] = time.time() - t0
+
+    # 4. Held-out faces: input render, truth photo.
     p_star = sample_params(cfg.held_out, cfg.seed + 2)
     rendered = render_style(p_star, cfg.style, res)  # [N, 3, R, R]
     truth = render_photo(p_star, res)  # [N, 3, R, R]
@@ -312,7 +333,7 @@ def run_transfer_bench(
         log.info("row %s: %.0f s", row, timings[f"invert_{row}"])
     outputs["rendering"] = rendered
 
-    # 4. Scores per sample.
+    # 5. Scores per sample.
     per_sample: dict[str, dict[str, list[float]]] = {}
     with torch.no_grad():
         for row in ROWS:
@@ -340,7 +361,7 @@ def run_transfer_bench(
             entry[m] = {"mean_diff": mean, "ci95": [lo, hi], "verdict": verdict}
         comparisons.append(entry)
 
-    # 5. Reports.
+    # 6. Reports.
     show = min(8, cfg.held_out)
     order = ("rendering", "full", "no_identity", "baseline", "direct", "oracle")
     grid = torch.cat(
@@ -357,6 +378,7 @@ def run_transfer_bench(
         "precision": precision,
         "rows": rows,
         "comparisons": comparisons,
+        "consistency": list(consistency.values()),
         "per_sample": per_sample,
         "timings": timings,
         "seconds": time.time() - t_start,
@@ -367,9 +389,13 @@ def run_transfer_bench(
     return result
 
 
-def _fmt(entry: dict) -> str:
-    lo, hi = entry["ci95"]
+def _fmt(entry: dict | None) -> str:
+    if entry is None:
+        return "-"
     value = entry.get("mean", entry.get("mean_diff"))
+    if entry["ci95"] is None:
+        return f"{value:.4f}"
+    lo, hi = entry["ci95"]
     return f"{value:.4f} [{lo:.4f}, {hi:.4f}]"
 
 
@@ -390,4 +416,23 @@ def format_report(result: dict) -> str:
     for c in result["comparisons"]:
         cells = [f"{_fmt(c[m])} {c[m]['verdict']}" for m in ("lpips", "l2", "param_error")]
         lines.append(f"| {c['a']} − {c['b']} | " + " | ".join(cells) + " |")
+    consistency = result.get("consistency") or []
+    if consistency:
+        lines += [
+            "",
+            f"identity consistency with G_real on {consistency[0]['num']} shared latents "
+            f"({consistency[0]['protocol']})",
+            "",
+            "| rendering generator | parameter error vs G_real ↓ | parameter error vs truth ↓ "
+            "| L2 vs CG render ↓ | LPIPS vs CG render ↓ |",
+            "|---|---|---|---|---|",
+        ]
+        for c in consistency:
+            lines.append(
+                f"| {c['label']} | {_fmt(c['param_error'])} | {_fmt(c['param_error_truth'])} "
+                f"| {_fmt(c['l2'])} | {_fmt(c.get('lpips'))} |"
+            )
+        lines.append(
+            f"| floor: G_real vs truth | - | {_fmt(consistency[0]['param_error_real_truth'])} | - | - |"
+        )
     return "\n".join(lines) + "\n"

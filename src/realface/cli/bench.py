@@ -69,6 +69,11 @@ def transfer(
     color_weight: float = typer.Option(
         None, "--color-weight", help="λc of the full method (default 375; paper 3.75e3)."
     ),
+    consistency_num: int = typer.Option(
+        None,
+        "--consistency-num",
+        help="Shared latents of the identity-consistency table (default 512; --quick: 8).",
+    ),
     quick: bool = typer.Option(False, "--quick", help="Tiny sizes (a smoke run, about a minute on CPU)."),
     lpips_vgg: str = typer.Option(
         None,
@@ -80,8 +85,9 @@ def transfer(
     """Fine-tune on rendered faces of the toy world, invert held-out renders, compare with the truth.
 
     Rows: full method, no identity losses, baseline, direct inversion, oracle, the rendering itself,
-    and G_real's floor; each with a 95 % interval, then paired differences. Writes OUT/results.json,
-    OUT/results.md and OUT/examples.png.
+    and G_real's floor; each with a 95 % interval, then paired differences, then the identity
+    consistency of each rendering generator (full, no identity losses, oracle) with G_real on shared
+    latents. Writes OUT/results.json, OUT/results.md and OUT/examples.png.
     """
     from realface.bench.transfer import TransferBenchConfig, format_report, run_transfer_bench
 
@@ -95,6 +101,7 @@ def transfer(
             kimg=kimg,
             sketch_weight=sketch_weight,
             color_weight=color_weight,
+            consistency_num=consistency_num,
         ).items()
         if v is not None
     }

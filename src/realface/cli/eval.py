@@ -1,4 +1,5 @@
-"""`realface eval …`: FID, identity similarity, LPIPS and L2, with a table on screen and JSON / CSV reports."""
+"""`realface eval …`: FID, identity similarity, LPIPS and L2, and the identity consistency of two generators,
+with a table on screen and JSON / CSV reports."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from realface.errors import ConfigError
 
 eval_app = typer.Typer(
     name="eval",
-    help="Evaluate results: FID of image sets or generators, identity similarity, LPIPS and L2 of pairs.",
+    help="Evaluate results: FID of image sets or generators, identity similarity, LPIPS and L2 of pairs, "
+    "identity consistency of G_real and G_rendering.",
     no_args_is_help=True,
 )
 app.add_typer(eval_app, name="eval")
@@ -191,3 +193,141 @@ def similarity_cmd(
     _write(
         json_path, csv_path, {"summary": s, "pairs": rows}, rows, ["name", "input", "output", *columns[1:]]
     )
+
+
+def _check_report_path(dest: Path | None, inputs: Sequence[object]) -> None:
+    """Refuse a report path whose folder is missing or that names one of the inputs."""
+    if dest is None:
+        return
+    if not dest.parent.is_dir():
+        raise ConfigError(f"{dest}: the folder {dest.parent} does not exist")
+    for given in inputs:
+        if given is not None and Path(str(given)).exists() and Path(str(given)).resolve() == dest.resolve():
+            raise ConfigError(f"{dest}: the report would overwrite an input; choose another file")
+
+
+def _summary_rows(report: dict, measures: Sequence[str]) -> list[dict]:
+    rows = []
+    for m in measures:
+        entry = report.get(m)
+        if entry is None:
+            continue
+        lo, hi = entry["ci95"] if entry["ci95"] is not None else (None, None)
+        rows.append({"measure": m, "mean": entry["mean"], "ci95_low": lo, "ci95_high": hi})
+    return rows
+
+
+@eval_app.command("consistency")
+def consistency_cmd(
+    real: str = typer.Option(
+        None, "--real", help="G_real: .pkl, .safetensors or weights id (not with --world)."
+    ),
+    rendering: str = typer.Option(
+        ..., "--rendering", help="G_rendering, fine-tuned from G_real: .pkl, .safetensors or weights id."
+    ),
+    num: int = typer.Option(1000, "--num", help="Shared latents (pairs of faces) to compare."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the first latent (latent i uses seed + i)."),
+    trunc: float = typer.Option(1.0, "--trunc", help="Truncation psi of G_real's mapping (1 = none)."),
+    noise_mode: str = typer.Option("const", "--noise-mode", help="Generator noise: const, random or none."),
+    embedder: str = typer.Option(
+        None, "--embedder", help="Identity embedder (registered: dlib; default dlib). Not with --world."
+    ),
+    threshold: float = typer.Option(
+        None, "--threshold", help="Same person when the embedding distance is below (default 0.6, dlib's)."
+    ),
+    world: str = typer.Option(
+        None,
+        "--world",
+        help="'default' (the toy world shipped with realface) or a toy-world folder: measure the "
+        "face-parameter error between the two generators instead of an embedder's similarity.",
+    ),
+    fid_ref: Path = typer.Option(
+        None, "--fid-ref", help="Folder of images (or .npz statistics): also report FID of G_rendering."
+    ),
+    inception: Path = typer.Option(
+        None, "--inception", help="FID Inception weights for --fid-ref (default: the registry file)."
+    ),
+    batch: int = typer.Option(16, "--batch", help="Latents per forward pass."),
+    device: str = _DEVICE,
+    progress: bool = _PROGRESS,
+    json_path: Path = typer.Option(
+        None, "--json", "-o", help="Also write the report as JSON to this file (atomic)."
+    ),
+) -> None:
+    """Identity consistency of G_real and G_rendering (paper Table 1): the same latents decoded by both,
+    identity similarity of the pairs with mean and 95 % interval; optionally FID of G_rendering."""
+    from realface.checkpoints import load_generator, resolve_network_path
+    from realface.metrics.consistency import ConsistencyConfig, check_shared_space, identity_consistency
+    from realface.metrics.files import write_json
+    from realface.utils.device import resolve_device
+
+    config = ConsistencyConfig(
+        num=num,
+        seed0=seed,
+        truncation_psi=trunc,
+        noise_mode=noise_mode,
+        batch_size=batch,
+        embedder=embedder or "dlib",
+        progress=progress,
+        **({} if threshold is None else {"threshold": threshold}),
+    )
+    if world is not None:
+        if real is not None:
+            raise ConfigError(
+                "--real: not used with --world (the toy world's own G_real is the real generator)"
+            )
+        if embedder is not None or threshold is not None:
+            raise ConfigError(
+                "--embedder / --threshold: not used with --world (identity is read as face parameters)"
+            )
+        if trunc != 1 or noise_mode != "const":
+            raise ConfigError("--trunc / --noise-mode: the toy-world protocol uses psi 1 and constant noise")
+    elif real is None:
+        raise ConfigError("give --real (the G_real generator), or --world default for the toy world")
+    if fid_ref is not None and not fid_ref.exists():
+        raise ConfigError(f"--fid-ref {fid_ref}: no such folder or .npz file")
+    rendering_path = resolve_network_path(rendering)
+    real_path = None if real is None else resolve_network_path(real)
+    _check_report_path(json_path, [real_path, rendering_path, fid_ref])
+
+    doc: dict = {"rendering": str(rendering_path)}
+    if world is not None:
+        from realface.bench.consistency import toy_consistency
+        from realface.bench.world import load_world
+
+        w = load_world(None if world == "default" else world)  # the toy world runs on the CPU
+        G_rendering = load_generator(rendering_path)
+        check_shared_space(w.G_real, G_rendering)
+        report = toy_consistency(w, G_rendering, num=num, seed0=seed, batch=batch)
+        doc.update(mode="world", world=str(w.path), **report)
+        measures = ["param_error", "param_error_truth", "param_error_real_truth", "l2"]
+    else:
+        dev = resolve_device(device)
+        G_real, G_rendering = load_generator(real_path, dev), load_generator(rendering_path, dev)
+        report = identity_consistency(G_real, G_rendering, config)
+        doc.update(mode="embedder", real=str(real_path), **report)
+        measures = ["cosine", "distance"]
+    rows = _summary_rows(doc, measures)
+    if world is None:
+        rows.append(
+            {"measure": f"same_person (distance < {config.threshold:g})", "mean": doc["same_person_rate"]}
+        )
+    doc["fid"] = None
+    if fid_ref is not None:
+        from realface.metrics.fid import FIDConfig, GeneratorSamplingConfig, InceptionExtractor, compute_fid
+
+        sampling = GeneratorSamplingConfig(num=num, seed0=seed, truncation_psi=trunc, noise_mode=noise_mode)
+        fid_config = FIDConfig(batch_size=batch, device=device, progress=progress)
+        extractor = InceptionExtractor.load(resolve_device(device), inception)
+        result = compute_fid(
+            fid_ref, network=rendering_path, sampling=sampling, config=fid_config, extractor=extractor
+        )
+        doc["fid"] = result.to_dict()
+        rows.append({"measure": result.metric, "mean": result.fid})
+    typer.echo(_table(rows, ["measure", "mean", "ci95_low", "ci95_high"]))
+    typer.echo(f"\n{doc['num']} shared latents (seeds {seed}-{seed + num - 1}); protocol: {doc['protocol']}")
+    if world is None and not doc["mapping_shared"]:
+        typer.echo("note: the two mapping networks differ; both faces are decoded from G_real's mapping")
+    if json_path is not None:
+        write_json(json_path, doc)
+        typer.echo(f"wrote {json_path}")

@@ -1,9 +1,10 @@
-"""Metrics: FID, identity similarity, LPIPS/L2. They depend only on networks and images.
+"""Metrics: FID, identity similarity, LPIPS/L2, identity consistency. They depend only on networks and images.
 
 :data:`METRICS` names every metric as upstream does, the protocol in the name (``fid50k_full``: 50 000
 generated images against the full reference set), and says how it is computed; reports carry these
-names. The implementations live in :mod:`realface.metrics.fid`, :mod:`realface.metrics.identity` and
-:mod:`realface.metrics.similarity`; ``realface eval`` is their command-line front end. The controlled
+names. The implementations live in :mod:`realface.metrics.fid`, :mod:`realface.metrics.identity`,
+:mod:`realface.metrics.similarity` and :mod:`realface.metrics.consistency` (two generators on shared
+latents, the paper's Table 1 protocol); ``realface eval`` is their command-line front end. The controlled
 transfer benchmark is an experiment that uses them, in :mod:`realface.bench` (``realface bench transfer``).
 """
 
@@ -69,6 +70,17 @@ register_metric(
         "dlib ResNet 128-d embedding of 150px chips aligned on 5 landmarks; cosine similarity, "
         "Euclidean distance, same person when distance < 0.6",
         "realface.metrics.identity",
+    )
+)
+register_metric(
+    MetricInfo(
+        "identity_consistency_dlib",
+        "pair",
+        False,
+        "the same generate.py latents through G_real's mapping, decoded by G_real and G_rendering; dlib 128-d "
+        "embeddings of the FFHQ-aligned faces (5 landmarks in a fixed box, no detection); cosine similarity "
+        "and distance per pair, mean and 95% Student-t interval",
+        "realface.metrics.consistency",
     )
 )
 register_metric(

@@ -56,6 +56,12 @@ log = logging.getLogger(__name__)
 DLIB_SAME_PERSON = 0.6
 """dlib's decision threshold on the Euclidean distance of two face embeddings (dlib's documentation)."""
 
+FFHQ_FACE_BOX = (0.22, 0.32, 0.78, 0.88)
+"""(left, top, right, bottom) of the face box in an FFHQ-aligned image, in units of its side: about the
+box dlib's HOG detector finds there (0.23-0.26, 0.35-0.38, 0.77, 0.88-0.89 on the aligned astronaut,
+0.18, 0.25, 0.79, 0.86 on the aligned replicant face of tests/data/align). dlib's 5-point predictor
+places the landmarks inside it (:meth:`DlibFaceEmbedder.embed_aligned`)."""
+
 
 class NoFaceError(FaceError):
     """An image shows no face the embedder could use."""
@@ -69,6 +75,11 @@ class FaceEmbedder(Protocol):
 
     def embed(self, rgb: np.ndarray, source: str = "image") -> np.ndarray:
         """``rgb`` ``[H, W, 3]`` uint8 → ``[dim]`` float64. Raises :class:`NoFaceError` naming ``source``."""
+        ...
+
+    def embed_aligned(self, rgb: np.ndarray) -> np.ndarray:
+        """The face of an FFHQ-aligned image (a generator's output) ``[R, R, 3]`` uint8 → ``[dim]`` float64,
+        without face detection: the face's place is known, so every image has an embedding."""
         ...
 
 
@@ -138,11 +149,33 @@ class DlibFaceEmbedder:
         assert chip.shape == (self.chip_size, self.chip_size, 3), chip.shape
         return chip
 
-    def embed(self, rgb: np.ndarray, source: str = "image") -> np.ndarray:
-        emb = np.asarray(self._frec.compute_face_descriptor(self.chip(rgb, source)), np.float64)  # [128]
+    def aligned_chip(self, rgb: np.ndarray) -> np.ndarray:
+        """The ``[150, 150, 3]`` uint8 chip of an FFHQ-aligned image ``[R, R, 3]`` uint8: the 5 landmarks
+        are placed by dlib's predictor inside :data:`FFHQ_FACE_BOX` (no detection, so it never fails)."""
+        import dlib
+
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected uint8 RGB [H, W, 3], got {rgb.shape} {rgb.dtype}")
+        rgb = np.ascontiguousarray(rgb)
+        h, w = rgb.shape[:2]
+        left, top, right, bottom = FFHQ_FACE_BOX
+        box = dlib.rectangle(round(left * w), round(top * h), round(right * w), round(bottom * h))
+        shape = self._lm5(rgb, box)
+        chip = np.asarray(dlib.get_face_chip(rgb, shape, size=self.chip_size, padding=self.chip_padding))
+        assert chip.shape == (self.chip_size, self.chip_size, 3), chip.shape
+        return chip
+
+    def _descriptor(self, chip: np.ndarray) -> np.ndarray:
+        emb = np.asarray(self._frec.compute_face_descriptor(chip), np.float64)  # [128]
         if emb.shape != (self.dim,):
             raise RuntimeError(f"dlib returned an embedding of shape {emb.shape}, expected ({self.dim},)")
         return emb
+
+    def embed(self, rgb: np.ndarray, source: str = "image") -> np.ndarray:
+        return self._descriptor(self.chip(rgb, source))
+
+    def embed_aligned(self, rgb: np.ndarray) -> np.ndarray:
+        return self._descriptor(self.aligned_chip(rgb))
 
 
 @dataclass(frozen=True)
