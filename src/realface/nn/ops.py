@@ -13,7 +13,7 @@ Nothing here is compiled; everything runs on any device PyTorch supports.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 # name -> (function, default gain). Gains keep the signal variance roughly constant (He init).
-ACTIVATIONS: dict[str, tuple[callable, float]] = {
+ACTIVATIONS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], float]] = {
     "linear": (lambda x: x, 1.0),
     "relu": (F.relu, math.sqrt(2)),
     "lrelu": (lambda x: F.leaky_relu(x, 0.2), math.sqrt(2)),
@@ -532,12 +532,15 @@ def modulated_conv2d(
         if defer_demod:
             return x, dcoefs
         if demodulate:
+            assert dcoefs is not None  # set above whenever demodulate
             x = x * dcoefs.to(x.dtype).reshape(N, O, 1, 1)
         if noise is not None:
             x = x + noise.to(x.dtype)
         return x
 
+    assert w is not None  # fused_modconv holds from here on
     if demodulate:
+        assert dcoefs is not None  # set above whenever demodulate
         w = w * dcoefs.reshape(N, O, 1, 1, 1)  # [NOIkk]
     x = x.reshape(1, N * I, *x.shape[2:])  # [1, N*I, H, W]
     w = w.reshape(N * O, I, kh, kw)  # [N*O, I, k, k]
