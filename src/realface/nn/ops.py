@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -457,6 +458,41 @@ def conv2d_resample(
         return _conv(x, w, padding=[py0, px0], groups=groups, flip_weight=flip_weight)
     x = upfirdn2d(x, None, padding=[px0, px1, py0, py1])
     return _conv(x, w, groups=groups, flip_weight=flip_weight)
+
+
+@overload
+def modulated_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    noise: torch.Tensor | None = None,
+    up: int = 1,
+    down: int = 1,
+    padding: int = 0,
+    resample_filter: torch.Tensor | None = None,
+    demodulate: bool = True,
+    flip_weight: bool = True,
+    fused_modconv: bool = True,
+    defer_demod: Literal[False] = False,
+) -> torch.Tensor: ...
+
+
+@overload
+def modulated_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    noise: torch.Tensor | None = None,
+    up: int = 1,
+    down: int = 1,
+    padding: int = 0,
+    resample_filter: torch.Tensor | None = None,
+    demodulate: bool = True,
+    flip_weight: bool = True,
+    fused_modconv: bool = True,
+    *,
+    defer_demod: Literal[True],
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]: ...
 
 
 def modulated_conv2d(
