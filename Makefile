@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.realface-installed
 
-.PHONY: run test lint format clean-venv browser
+.PHONY: run test lint format typecheck clean-venv browser
 
 # The web page's browser tests drive Debian's Chromium (never a downloaded browser build).
 browser:
@@ -26,6 +26,10 @@ test: $(STAMP) browser
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(PY) -m pytest -q
+
+# Static type check of the package (configured in pyproject.toml; not yet clean, so not part of `test`).
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --fix src tests benchmarks

@@ -566,7 +566,7 @@ def read_network_records(path: str | os.PathLike, cache: bool = True) -> dict[st
         from realface.weights import converted_generator_path
 
         try:
-            converted = converted_generator_path(path, convert_pickle, tag=CONVERTER_TAG)
+            converted = converted_generator_path(path, _convert_all, tag=CONVERTER_TAG)
         except (WeightsError, OSError) as exc:
             log.warning("could not cache the conversion of %s (%s); reading the pickle directly", path, exc)
         else:
@@ -650,3 +650,8 @@ def convert_pickle(
     save_networks(nets, dst, metadata=extra)
     log.info("converted %s -> %s (%s)", src, dst, ", ".join(names))
     return dst
+
+
+def _convert_all(src: Path, dst: Path) -> None:
+    """:func:`convert_pickle` of every network, as the conversion cache's ``convert`` callback."""
+    convert_pickle(src, dst)

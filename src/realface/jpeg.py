@@ -49,6 +49,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from PIL import Image
@@ -129,7 +130,10 @@ class JpegLayout:
         """``"4:4:4"``, ``"4:2:2"``, ``"4:2:0"``, ``"gray"`` or ``"HxV,..."`` for other layouts."""
         if len(self.sampling) == 1:
             return "gray"
-        names = {((1, 1), (1, 1), (1, 1)): "4:4:4", ((2, 1), (1, 1), (1, 1)): "4:2:2"}
+        names: dict[tuple[tuple[int, int], ...], str] = {
+            ((1, 1), (1, 1), (1, 1)): "4:4:4",
+            ((2, 1), (1, 1), (1, 1)): "4:2:2",
+        }
         names[(2, 2), (1, 1), (1, 1)] = "4:2:0"
         return names.get(self.sampling, ",".join(f"{h}x{v}" for h, v in self.sampling))
 
@@ -351,7 +355,7 @@ def _touched_mcus(changed: np.ndarray, layout: JpegLayout) -> np.ndarray:
     mw, mh = layout.mcu_size
     pad = np.zeros((rows * mh, cols * mw), dtype=bool)
     pad[: changed.shape[0], : changed.shape[1]] = changed
-    return pad.reshape(rows, mh, cols, mw).any(axis=(1, 3))
+    return cast(np.ndarray, pad.reshape(rows, mh, cols, mw).any(axis=(1, 3)))
 
 
 def reencoded_region(

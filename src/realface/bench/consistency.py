@@ -24,6 +24,7 @@ import torch
 
 from realface.bench.faces import IDENTITY_PARAMS, params_from_z, render_cg
 from realface.bench.world import World
+from realface.nn.stylegan2 import Generator
 
 __all__ = ["toy_consistency"]
 
@@ -32,7 +33,7 @@ PROTOCOL = "toy-consistency: same z (generate.py seeds), psi 1, const noise; reg
 
 def toy_consistency(
     world: World,
-    G_rendering: torch.nn.Module,
+    G_rendering: Generator,
     num: int = 2000,
     seed0: int = 0,
     batch: int = 64,

@@ -43,6 +43,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -52,6 +53,10 @@ from PIL import Image
 from realface.bench.faces import render_cg, render_photo, sample_params
 from realface.errors import ConfigError
 from realface.metrics.consistency import mean_ci
+
+if TYPE_CHECKING:
+    from realface.invert import TargetLoss
+    from realface.nn.stylegan2 import Generator
 
 __all__ = [
     "TransferBenchConfig",
@@ -141,9 +146,9 @@ class TransferBenchConfig:
             )
 
     @classmethod
-    def quick(cls, **overrides) -> TransferBenchConfig:
+    def quick(cls, **overrides: Any) -> TransferBenchConfig:
         """Tiny sizes for one CI test (the real code end to end, in about a minute)."""
-        base = dict(
+        base: dict[str, Any] = dict(
             train_images=16, kimg=0.016, batch=4, steps=4, inversion_batch=4, held_out=4, consistency_num=8
         )
         base.update(overrides)
@@ -257,10 +262,11 @@ def run_transfer_bench(
 
     # 2. Fine-tune G_rendering with and without the identity losses.
     generators = {}
-    for name, weights in (
+    variants: list[tuple[str, dict[str, Any]]] = [
         ("full", {"sketch_weight": cfg.sketch_weight, "color_weight": cfg.color_weight}),
         ("no_identity", {"sketch_weight": 0.0, "color_weight": 0.0}),
-    ):
+    ]
+    for name, weights in variants:
         t0 = time.time()
         tcfg = TrainConfig(
             data=str(data),
@@ -306,7 +312,7 @@ def run_transfer_bench(
     icfg = InvertConfig(steps=cfg.steps, seed=cfg.seed, precision=precision)
     lpips_loss = LpipsLoss(lpips, 256)
 
-    def project(G, targets, loss) -> torch.Tensor:
+    def project(G: Generator, targets: torch.Tensor, loss: TargetLoss) -> torch.Tensor:
         ws = []
         for s in range(0, targets.shape[0], cfg.inversion_batch):
             chunk = targets[s : s + cfg.inversion_batch]
@@ -346,7 +352,7 @@ def run_transfer_bench(
     metrics = ("lpips", "l2", "param_error")
     rows = []
     for row, label in ROWS.items():
-        entry = {"row": row, "label": label}
+        entry: dict[str, Any] = {"row": row, "label": label}
         for m in metrics:
             mean, lo, hi = mean_ci(per_sample[row][m])
             entry[m] = {"mean": mean, "ci95": [lo, hi]}

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -493,7 +494,7 @@ def build_world(
     )
     with atomic_path(out / REGRESSOR_FILE) as tmp:
         save_file({k: v.contiguous() for k, v in reg.state_dict().items()}, str(tmp))
-    summary = {
+    summary: dict[str, Any] = {
         "made_by": "realface bench world",
         "config": cfg_dict,
         "bf16": bf16,

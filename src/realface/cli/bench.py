@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -91,7 +92,7 @@ def transfer(
     """
     from realface.bench.transfer import TransferBenchConfig, format_report, run_transfer_bench
 
-    overrides = {
+    overrides: dict[str, Any] = {
         k: v
         for k, v in dict(
             world=None if world is None else str(world),

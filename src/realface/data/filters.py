@@ -70,7 +70,9 @@ def sharpness(aligned_rgb8: np.ndarray) -> float:
         raise ValueError(f"expected a square aligned crop; got {w}x{h}")
     img = aligned_rgb8
     if h != SHARPNESS_SIZE:
-        img = np.asarray(Image.fromarray(aligned_rgb8).resize((SHARPNESS_SIZE,) * 2, Image.LANCZOS))
+        img = np.asarray(
+            Image.fromarray(aligned_rgb8).resize((SHARPNESS_SIZE,) * 2, Image.Resampling.LANCZOS)
+        )
     grey = _grey(img)  # [S, S]
     l, t, r, b = (round(f * SHARPNESS_SIZE) for f in _FACE_REGION)
     g = grey[t - 1 : b + 1, l - 1 : r + 1]  # [h+2, w+2] one pixel of context on each side
@@ -141,7 +143,9 @@ def phash(rgb8: np.ndarray) -> int:
     block's median. Compare two hashes with :func:`hamming`.
     """
     grey = _grey(rgb8)
-    small = np.asarray(Image.fromarray(grey.astype(np.float32), mode="F").resize((32, 32), Image.LANCZOS))
+    small = np.asarray(
+        Image.fromarray(grey.astype(np.float32), mode="F").resize((32, 32), Image.Resampling.LANCZOS)
+    )
     low = dctn(small.astype(np.float64), type=2, norm="ortho")[:8, :8]  # [8, 8]
     bits = (low > np.median(low)).ravel()  # [64]
     return int(sum(1 << i for i, bit in enumerate(bits) if bit))

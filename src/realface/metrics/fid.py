@@ -50,6 +50,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.linalg
@@ -59,6 +60,9 @@ from tqdm import tqdm
 from realface.errors import ConfigError, RealFaceError
 from realface.metrics.files import list_images, load_rgb01
 from realface.nn.inception import FID_FEATURE_DIM, FIDInception3, load_fid_inception
+
+if TYPE_CHECKING:
+    from realface.nn.stylegan2 import Generator
 
 __all__ = [
     "FIDConfig",
@@ -364,7 +368,7 @@ def save_stats(dest: str | os.PathLike, stats: FeatureStats, key: str = "") -> P
     from realface.utils.fs import atomic_open
 
     with atomic_open(dest, "wb") as f:
-        extra = {} if stats.features is None else {"features": stats.features}
+        extra: dict[str, Any] = {} if stats.features is None else {"features": stats.features}
         np.savez(
             f,
             mu=stats.mu,
@@ -450,7 +454,7 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
 
 
 def generator_features(
-    G: torch.nn.Module,
+    G: Generator,
     sampling: GeneratorSamplingConfig,
     extractor: Callable[[torch.Tensor], np.ndarray],
     config: FIDConfig,

@@ -64,10 +64,10 @@ import pickle
 import re
 import struct
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -343,7 +343,9 @@ def infer_config(shapes: Mapping[str, tuple[int, ...]], source: str = "state dic
 # --------------------------------------------------------------------------------------------------
 # Safe reading of Jittor pickles
 
-_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's array reconstructor, whatever its module
+_RECONSTRUCT = cast(
+    Callable[..., np.ndarray], np.ndarray.__reduce__(np.zeros(1))[0]
+)  # numpy's array reconstructor, whatever its module
 _NUMERIC_KINDS = frozenset("biuf")  # bool, signed, unsigned, float
 _TEXT_ENCODINGS = frozenset({"latin1", "latin-1", "utf-8", "utf8"})
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +63,7 @@ _BN_EPS = 0.001  # BatchNorm eps of every Inception conv block (torchvision and 
 class BasicConv2d(nn.Module):
     """Conv (no bias) → BatchNorm (eps 1e-3) → ReLU; parameters ``conv.weight``, ``bn.*``."""
 
-    def __init__(self, in_channels: int, out_channels: int, **conv_kwargs) -> None:
+    def __init__(self, in_channels: int, out_channels: int, **conv_kwargs: Any) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, bias=False, **conv_kwargs)
         self.bn = nn.BatchNorm2d(out_channels, eps=_BN_EPS)

@@ -120,6 +120,9 @@ class LPIPS(nn.Module):
         shift, scale: the input scaling, ``[1, 3, 1, 1]`` buffers.
     """
 
+    shift: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, resize_to: int | None = None):
         super().__init__()
         if resize_to is not None and resize_to < _MIN_SIZE:

@@ -13,7 +13,8 @@ Nothing here is compiled; everything runs on any device PyTorch supports.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 # name -> (function, default gain). Gains keep the signal variance roughly constant (He init).
-ACTIVATIONS: dict[str, tuple[callable, float]] = {
+ACTIVATIONS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], float]] = {
     "linear": (lambda x: x, 1.0),
     "relu": (F.relu, math.sqrt(2)),
     "lrelu": (lambda x: F.leaky_relu(x, 0.2), math.sqrt(2)),
@@ -459,6 +460,41 @@ def conv2d_resample(
     return _conv(x, w, groups=groups, flip_weight=flip_weight)
 
 
+@overload
+def modulated_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    noise: torch.Tensor | None = None,
+    up: int = 1,
+    down: int = 1,
+    padding: int = 0,
+    resample_filter: torch.Tensor | None = None,
+    demodulate: bool = True,
+    flip_weight: bool = True,
+    fused_modconv: bool = True,
+    defer_demod: Literal[False] = False,
+) -> torch.Tensor: ...
+
+
+@overload
+def modulated_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    noise: torch.Tensor | None = None,
+    up: int = 1,
+    down: int = 1,
+    padding: int = 0,
+    resample_filter: torch.Tensor | None = None,
+    demodulate: bool = True,
+    flip_weight: bool = True,
+    fused_modconv: bool = True,
+    *,
+    defer_demod: Literal[True],
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]: ...
+
+
 def modulated_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -532,12 +568,15 @@ def modulated_conv2d(
         if defer_demod:
             return x, dcoefs
         if demodulate:
+            assert dcoefs is not None  # set above whenever demodulate
             x = x * dcoefs.to(x.dtype).reshape(N, O, 1, 1)
         if noise is not None:
             x = x + noise.to(x.dtype)
         return x
 
+    assert w is not None  # fused_modconv holds from here on
     if demodulate:
+        assert dcoefs is not None  # set above whenever demodulate
         w = w * dcoefs.reshape(N, O, 1, 1, 1)  # [NOIkk]
     x = x.reshape(1, N * I, *x.shape[2:])  # [1, N*I, H, W]
     w = w.reshape(N * O, I, kh, kw)  # [N*O, I, k, k]

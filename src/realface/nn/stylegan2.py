@@ -97,7 +97,7 @@ class FullyConnectedLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight.to(x.dtype) * self.weight_gain  # [out, in]
-        b = self.bias
+        b: torch.Tensor | None = self.bias
         if b is not None:
             b = b.to(x.dtype)
             if self.bias_gain != 1:
@@ -117,6 +117,10 @@ class Conv2dLayer(nn.Module):
 
     With ``trainable=False`` (Freeze-D) weight and bias are buffers with the same names.
     """
+
+    resample_filter: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor | None
 
     def __init__(
         self,
@@ -182,6 +186,8 @@ class MappingNetwork(nn.Module):
     ``w = w_avg + psi * (w - w_avg)`` for the first ``truncation_cutoff`` ws (all when None).
     """
 
+    w_avg: torch.Tensor
+
     def __init__(
         self,
         z_dim: int,
@@ -239,6 +245,7 @@ class MappingNetwork(nn.Module):
             x = torch.cat([x, y], dim=1) if x is not None else y
         for idx in range(self.num_layers):
             x = getattr(self, f"fc{idx}")(x)  # [N, features]
+        assert x is not None  # the layers above consumed z and/or c
         if self.w_avg_beta is not None and self.training and not skip_w_avg_update:
             self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         if self.num_ws is not None:
@@ -256,6 +263,9 @@ class MappingNetwork(nn.Module):
 
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 convolution (optionally 2x upsampling) + noise + bias + lrelu + clamp."""
+
+    resample_filter: torch.Tensor
+    noise_const: torch.Tensor
 
     def __init__(
         self,
@@ -322,7 +332,7 @@ class SynthesisLayer(nn.Module):
                 noise_in = self.noise_const * self.noise_strength
         act_gain = self.act_gain * gain
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        conv_kw = dict(
+        conv_kw: dict[str, Any] = dict(
             up=self.up, padding=self.padding, resample_filter=self.resample_filter, flip_weight=(self.up == 1)
         )
         if impl == "ref" or self.activation not in ("lrelu", "relu", "linear"):
@@ -340,6 +350,7 @@ class SynthesisLayer(nn.Module):
             x, dcoefs = ops.modulated_conv2d(
                 x, self.weight, styles, fused_modconv=False, defer_demod=True, **conv_kw
             )
+            assert dcoefs is not None  # demodulation is on in this layer
             d = dcoefs.to(x.dtype) * act_gain
         n = noise_in.to(x.dtype) * act_gain if noise_in is not None else None
         b = self.bias.to(x.dtype) * act_gain
@@ -376,6 +387,8 @@ class ToRGBLayer(nn.Module):
 
 class SynthesisBlock(nn.Module):
     """One resolution of the 'skip' synthesis network: [const |] conv0(up) -> conv1 -> torgb, img += up(img)."""
+
+    resample_filter: torch.Tensor
 
     def __init__(
         self,
@@ -644,6 +657,8 @@ class Generator(nn.Module):
 class DiscriminatorBlock(nn.Module):
     """One resolution of the 'resnet' discriminator: [fromrgb] -> conv0 -> conv1(down) (+ skip(down)) * sqrt(.5)."""
 
+    resample_filter: torch.Tensor
+
     def __init__(
         self,
         in_channels: int,
@@ -680,7 +695,9 @@ class DiscriminatorBlock(nn.Module):
             self.num_layers += 1
             return idx >= freeze_layers
 
-        common = dict(activation=activation, conv_clamp=conv_clamp, channels_last=self.channels_last)
+        common: dict[str, Any] = dict(
+            activation=activation, conv_clamp=conv_clamp, channels_last=self.channels_last
+        )
         if in_channels == 0:
             self.fromrgb = Conv2dLayer(
                 img_channels, tmp_channels, kernel_size=1, trainable=trainable(), **common
@@ -708,7 +725,7 @@ class DiscriminatorBlock(nn.Module):
 
     def forward(
         self, x: torch.Tensor | None, img: torch.Tensor | None, force_fp32: bool = False
-    ) -> tuple[torch.Tensor, None]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         device = (x if x is not None else img).device
         dtype = _block_dtype(self.use_fp16, force_fp32, device)
         memory_format = (
@@ -845,7 +862,9 @@ class Discriminator(nn.Module):
             cmap_dim = channels[4]
         if c_dim == 0:
             cmap_dim = 0
-        common = dict(img_channels=img_channels, architecture=architecture, conv_clamp=conv_clamp)
+        common: dict[str, Any] = dict(
+            img_channels=img_channels, architecture=architecture, conv_clamp=conv_clamp
+        )
         layer_idx = 0
         for res in self.block_resolutions:
             block = DiscriminatorBlock(

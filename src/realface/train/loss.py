@@ -18,11 +18,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from realface.losses import color_loss, sketch_loss
+from realface.nn.lpips import LPIPS
 from realface.nn.stylegan2 import Discriminator, Generator
 
 __all__ = ["LossWeights", "Draws", "draw", "run_G", "StyleGAN2Loss"]
@@ -70,7 +72,7 @@ def draw(
 ) -> Draws:
     """Draw the global batch's latents/noise from ``gen`` (a generator on ``device``) and keep the
     samples ``rank::world`` of this process."""
-    kw = dict(generator=gen, device=device)
+    kw: dict[str, Any] = dict(generator=gen, device=device)
     z = torch.randn([global_batch, G.z_dim], **kw)
     z_mix = torch.randn([global_batch, G.z_dim], **kw)
     u = float(torch.rand([], **kw))
@@ -110,7 +112,7 @@ class StyleGAN2Loss:
         weights: LossWeights,
         augment: torch.nn.Module | None = None,
         sketch: torch.nn.Module | None = None,
-        lpips: torch.nn.Module | None = None,
+        lpips: LPIPS | None = None,
         reduce_mean: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
         rank: int = 0,
         world: int = 1,
@@ -138,6 +140,7 @@ class StyleGAN2Loss:
         with torch.no_grad():
             real_style = self.G_real.synthesis(ws.detach(), noise=d.noise)  # [n, 3, R, R]
         if self.w.sketch:
+            assert self.sketch is not None  # required by __init__ when the weight is set
             out["sketch"] = sketch_loss(
                 real_style,
                 fake,
@@ -146,6 +149,7 @@ class StyleGAN2Loss:
                 self.w.sketch_reduction,  # type: ignore[arg-type]
             )
         if self.w.color:
+            assert self.lpips is not None  # required by __init__ when the weight is set
             out["color"] = color_loss(
                 real_style,
                 fake,
