@@ -25,6 +25,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import sys
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -328,6 +330,19 @@ def invert(
     targets: [N, 3, R, R] in [-1, 1] at the generator's resolution (aligned faces). seeds: one per
     target (default ``cfg.seed`` for all). callback(step, steps, loss [N]) is called after each step.
     G is used in eval mode and is not modified (its noise buffers are left untouched).
+
+    ``realface.invert`` is this module and can be called as this function. Example (a tiny random
+    generator, pixel loss, a few steps)::
+
+        >>> import torch, realface
+        >>> G = realface.Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3,
+        ...     mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=64, channel_max=8))
+        >>> with torch.no_grad():
+        ...     target = G(torch.randn(2, 8), None)
+        >>> cfg = realface.InvertConfig(steps=5, w_avg_samples=100)
+        >>> result = realface.invert(G, target, realface.invert.PixelLoss(16), cfg)
+        >>> G.num_ws, tuple(result.ws.shape), result.steps_run   # W+: one w per synthesis layer
+        (6, (2, 6, 8), 5)
     """
     R = G.img_resolution
     if targets.ndim != 4 or tuple(targets.shape[1:]) != (G.img_channels, R, R):
@@ -417,3 +432,14 @@ def invert(
         steps_run=steps_run,
         final_loss=final,
     )
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``realface.invert(...)`` call :func:`invert` while ``realface.invert.InvertConfig`` and the
+    other names of this module stay reachable."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> InversionResult:
+        return invert(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -273,6 +273,72 @@ class RealFace:
                 "colour losses; expect lower identity fidelity than with a fine-tuned G_rendering"
             )
 
+    @classmethod
+    def from_weights(
+        cls,
+        rendering: str | os.PathLike | None = None,
+        real: str | os.PathLike = "sg2ada-ffhq1024",
+        config: ApplyConfig = ApplyConfig(),
+        device: torch.device | str = "auto",
+        lpips: torch.nn.Module | None = None,
+        lpips_vgg: str | os.PathLike | None = None,
+        download: bool = True,
+        progress: bool = False,
+    ) -> RealFace:
+        """Load the three networks the pipeline needs and build it, as ``realface apply`` does.
+
+        Args:
+            rendering: the fine-tuned G_rendering (a ``.safetensors``/``.pkl`` file or a weights id);
+                ``None`` for the baseline mode.
+            real: G_real, a file or a weights id (default: the official FFHQ 1024 generator).
+            config: the pipeline's settings.
+            device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+            lpips: an already built LPIPS module; default: LPIPS-VGG from ``lpips_vgg`` (a VGG16 state
+                dict) or the cached ``tv-vgg16``.
+            download: fetch missing registered weights (when not offline); every missing one is named
+                in one error otherwise.
+
+        Example (tiny random generators written to a temporary folder; real use passes file names or
+        weights ids)::
+
+            >>> import tempfile, realface
+            >>> from realface.nn.lpips import LPIPS
+            >>> folder = tempfile.mkdtemp()
+            >>> kw = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3,
+            ...           mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=64, channel_max=8))
+            >>> _ = realface.save_networks({"G": realface.Generator(**kw)}, f"{folder}/real.safetensors")
+            >>> _ = realface.save_networks({"G": realface.Generator(**kw)}, f"{folder}/rendering.safetensors")
+            >>> job = realface.RealFace.from_weights(
+            ...     rendering=f"{folder}/rendering.safetensors", real=f"{folder}/real.safetensors",
+            ...     device="cpu", lpips=LPIPS())
+            >>> job.resolution, job.baseline
+            (16, False)
+
+        Raises:
+            MissingWeightsError: registered weights are absent and cannot be fetched (all are listed).
+            CheckpointError: a network file is broken or not a generator.
+            ConfigError: the two generators do not share one W+ space.
+        """
+        from realface.checkpoints import load_generator
+        from realface.nn.lpips import load_lpips_vgg
+        from realface.utils.device import resolve_device
+        from realface.weights import apply_weight_ids, require_weights
+
+        ids = apply_weight_ids(real, lpips_vgg, config.mask.kind)
+        ids = [i for i in ids if i not in ("tv-vgg16", "lpips-vgg-v0.1")] if lpips is not None else ids
+        if rendering is not None:
+            from realface.weights import REGISTRY
+
+            if str(rendering) in REGISTRY:
+                ids.append(str(rendering))
+        require_weights(ids, download=download, progress=progress)
+        dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+        G_real = load_generator(real, device=dev)
+        G_rendering = load_generator(rendering, device=dev) if rendering is not None else None
+        if lpips is None:
+            lpips = load_lpips_vgg(device=dev, vgg_path=lpips_vgg)
+        return cls(G_real, G_rendering, lpips, config, device=dev)
+
     @property
     def baseline(self) -> bool:
         return self.G_rendering is None

@@ -21,7 +21,12 @@ from realface.errors import RealFaceError
 
 app = typer.Typer(
     name="realface",
-    help="Photo-realistic faces of the same identity for rendered apparel avatars.",
+    help=(
+        "Photo-realistic faces of the same identity for rendered apparel avatars.\n\n"
+        "Every command accepts -v/--verbose and -q/--quiet (or REALFACE_LOG_LEVEL=debug|info|warning|error). "
+        "Progress bars are on when stderr is a terminal and off in logs; --progress/--no-progress and "
+        "TQDM_DISABLE=1 decide otherwise."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -32,13 +37,74 @@ app = typer.Typer(
 _COMMAND_MODULES = ("networks", "face", "weights", "apply", "train", "bench", "eval", "dataset", "ui")
 
 
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+# Flags that every subcommand accepts, before or after its name: `realface -v apply ...` and
+# `realface apply ... -v` mean the same.
+_GLOBAL_FLAGS = {"-v": "verbose", "--verbose": "verbose", "-q": "quiet", "--quiet": "quiet"}
+
+
+def _version(value: bool) -> None:
+    if value:
+        from realface import __version__
+
+        typer.echo(f"realface {__version__}")
+        raise typer.Exit()
+
+
+def log_level(verbose: bool = False, quiet: bool = False, env: str | None = None) -> int:
+    """The logging level: ``-v`` (debug) or ``-q`` (warnings and errors) win over
+    ``REALFACE_LOG_LEVEL`` (debug, info, warning or error), which wins over the default (info)."""
+    if verbose:
+        return logging.DEBUG
+    if quiet:
+        return logging.WARNING
+    if env:
+        try:
+            return _LEVELS[env.strip().lower()]
+        except KeyError:
+            raise RealFaceError(
+                f"REALFACE_LOG_LEVEL={env!r} is not a log level; use one of {', '.join(_LEVELS)}"
+            ) from None
+    return logging.INFO
+
+
+def split_global_flags(argv: list[str]) -> tuple[list[str], dict[str, bool]]:
+    """Remove ``-v/--verbose/-q/--quiet`` from anywhere in ``argv`` (up to a ``--``); returns the
+    remaining arguments and which flags were seen."""
+    seen = {"verbose": False, "quiet": False}
+    rest: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            rest.extend(argv[i:])
+            break
+        if arg in _GLOBAL_FLAGS:
+            seen[_GLOBAL_FLAGS[arg]] = True
+        else:
+            rest.append(arg)
+    if seen["verbose"] and seen["quiet"]:
+        raise RealFaceError("-v/--verbose and -q/--quiet contradict each other; give one of them")
+    return rest, seen
+
+
 @app.callback()
 def _root(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only log warnings and errors."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Log debug messages (any subcommand accepts it)."
+    ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="Only log warnings and errors (any subcommand accepts it)."
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    level = log_level(verbose, quiet, os.environ.get("REALFACE_LOG_LEVEL"))
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    from realface import __version__
+
+    logging.getLogger("realface").debug(
+        "realface %s, python %s, arguments: %s", __version__, sys.version.split()[0], sys.argv[1:]
+    )
 
 
 def _load_commands() -> None:
@@ -114,7 +180,12 @@ def main(argv: list[str] | None = None) -> None:
     keep_freed_memory()  # large CPU buffers are reused instead of re-faulted (see realface.utils.memory)
     _load_commands()
     try:
-        app(args=argv, prog_name="realface")
+        args, flags = split_global_flags(list(sys.argv[1:] if argv is None else argv))
+        if flags["verbose"]:
+            args.insert(0, "--verbose")
+        if flags["quiet"]:
+            args.insert(0, "--quiet")
+        app(args=args, prog_name="realface")
     except RealFaceError as exc:
         typer.echo(f"error: {render_error(exc)}", err=True)
         sys.exit(1)

@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from realface.cli import app
+from realface.cli.common import DEVICE_OPT, PROGRESS_OPT
 from realface.imageio import DEFAULT_MAX_PIXELS
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def apply(
     real: str = typer.Option(DEFAULT_REAL, "--real", help="G_real: a file or a weights id."),
     steps: int = typer.Option(500, "--steps", help="Inversion steps per face."),
     batch: int = typer.Option(4, "--batch", help="Faces inverted together (one forward pass)."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    device: str = DEVICE_OPT,
     coarse_to_fine: bool = typer.Option(
         False, "--coarse-to-fine/--full-resolution", help="Most steps at low resolution (much faster on CPU)."
     ),
@@ -120,7 +121,7 @@ def apply(
     ),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse larger images."),
     stop_on_error: bool = typer.Option(False, "--stop-on-error", help="Stop at the first failed image."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    progress: bool = PROGRESS_OPT,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration and exit."),
 ) -> None:
     """Replace the rendered faces in images with photo-realistic faces of the same identity.
@@ -192,7 +193,7 @@ def invert(
     ),
     steps: int = typer.Option(500, "--steps", help="Optimisation steps."),
     batch: int = typer.Option(4, "--batch", help="Images inverted together."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    device: str = DEVICE_OPT,
     coarse_to_fine: bool = typer.Option(
         False, "--coarse-to-fine/--full-resolution", help="Coarse steps first."
     ),
@@ -204,7 +205,7 @@ def invert(
     ),
     seed: int = typer.Option(303, "--seed", help="Seed of the random draws."),
     lpips_vgg: Path = typer.Option(None, "--lpips-vgg", help="VGG16 state dict for LPIPS (default: cached)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    progress: bool = PROGRESS_OPT,
 ) -> None:
     """Project aligned faces into a generator's W+ space (LPIPS + noise regularisation).
 

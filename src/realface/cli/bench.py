@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from realface.cli import app
+from realface.cli.common import PROGRESS_OPT
 
 bench_app = typer.Typer(help="Controlled benchmarks of the method.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -21,7 +22,7 @@ def world(
     precision: str = typer.Option(
         "auto", "--precision", help="auto (bf16 where the CPU has it), bf16 or fp32."
     ),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    progress: bool = PROGRESS_OPT,
 ) -> None:
     """Train the toy world from nothing: G_real (regression, then adversarial with D), G_oracle, regressor.
 
@@ -81,7 +82,7 @@ def transfer(
         "--lpips-vgg",
         help="VGG16 state dict for LPIPS (default: cached), or 'random' (a seeded stand-in).",
     ),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    progress: bool = PROGRESS_OPT,
 ) -> None:
     """Fine-tune on rendered faces of the toy world, invert held-out renders, compare with the truth.
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from realface.cli import app
+from realface.cli.common import PROGRESS_OPT
 from realface.errors import ConfigError
 from realface.imageio import DEFAULT_MAX_PIXELS
 
@@ -43,7 +44,7 @@ def build_command(
     cnn: bool = typer.Option(True, "--cnn/--no-cnn", help="Try dlib's CNN detector when HOG finds nothing."),
     keep_downloads: bool = typer.Option(False, "--keep-downloads", help="Keep downloaded files."),
     work: Path | None = typer.Option(None, "--work", help="Build folder (default: OUT.build beside OUT)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    progress: bool = PROGRESS_OPT,
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an existing .zip at --out even if this build did not make it."
     ),

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from realface.cli import app
+from realface.cli.common import DEVICE_OPT, PROGRESS_OPT
 from realface.errors import ConfigError
 
 eval_app = typer.Typer(
@@ -21,8 +22,8 @@ app.add_typer(eval_app, name="eval")
 
 _JSON = typer.Option(None, "--json", help="Also write the results as JSON to this file (atomic).")
 _CSV = typer.Option(None, "--csv", help="Also write the results as CSV to this file (atomic).")
-_DEVICE = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto.")
-_PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")
+_DEVICE = DEVICE_OPT
+_PROGRESS = PROGRESS_OPT
 _PAIRS = typer.Option(None, "--pairs", help="CSV with columns 'input' and 'output' instead of two folders.")
 
 

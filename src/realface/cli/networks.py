@@ -10,6 +10,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from realface.cli import app
+from realface.cli.common import DEVICE_OPT, PROGRESS_OPT
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,8 @@ def generate(
     class_idx: int = typer.Option(None, "--class", help="Class index for conditional networks."),
     outdir: Path = typer.Option(..., "--outdir", "-o", help="Where to write seedNNNN.png."),
     grid: bool = typer.Option(False, "--grid", help="Also write grid.png with all images."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    device: str = DEVICE_OPT,
+    progress: bool = PROGRESS_OPT,
 ) -> None:
     """Generate images from seeds, as the official generate.py (PNG per seed, optional grid)."""
     from realface.checkpoints import load_generator

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from realface.cli import app
+from realface.cli.common import PROGRESS_OPT
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def train(
     allow_random_d: bool = typer.Option(False, "--allow-random-d", help="Start D from random weights."),
     lpips_vgg: Path = typer.Option(None, "--lpips-vgg", help="VGG16 state dict for the colour loss."),
     resume: Path = typer.Option(None, "--resume", help="Continue this run (folder or checkpoint)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    progress: bool = PROGRESS_OPT,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved options and exit."),
 ) -> None:
     """Fine-tune G_rendering from G_real on aligned rendered faces (mapping and ToRGB frozen).

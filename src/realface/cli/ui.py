@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from realface.cli import app
+from realface.cli.common import DEVICE_OPT
 from realface.imageio import DEFAULT_MAX_PIXELS
 
 
@@ -31,7 +32,7 @@ def ui(
     batch_root: Path = typer.Option(
         None, "--batch-root", help="The batch tab may only read and write below this folder (default: here)."
     ),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    device: str = DEVICE_OPT,
     batch: int = typer.Option(4, "--batch", help="Faces inverted together."),
     lpips_vgg: Path = typer.Option(None, "--lpips-vgg", help="VGG16 state dict for LPIPS (default: cached)."),
     max_upload_mb: int = typer.Option(50, "--max-upload-mb", help="Largest accepted upload, in MB."),

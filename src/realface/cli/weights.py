@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 
 from realface.cli import app
+from realface.cli.common import PROGRESS_OPT
 from realface.weights import (
     REGISTRY,
     WeightsError,
@@ -36,13 +38,9 @@ _CACHE_OPT = typer.Option(
 )
 
 
-@weights_app.command("list")
-def list_cmd(cache: Path | None = _CACHE_OPT) -> None:
-    """Every registered weight: id, size, status, path, and its licence (non-commercial ones flagged)."""
-    root = cache_dir(cache)
-    typer.echo(f"cache: {root / 'weights'}")
-    width = max(len(i) for i in REGISTRY)
-    typer.echo(f"{'ID':<{width}}  {'SIZE':>9}  {'STATUS':<8}  PATH")
+def _list_rows(root: Path) -> list[dict]:
+    """One row per registered weight, as ``weights list`` shows it (``--json`` prints these rows)."""
+    rows = []
     for record in REGISTRY.values():
         path, kind = locate(record, cache_dir=root)
         status = {"cache": "present", "package": "package", "foreign": "found", "missing": "missing"}[kind]
@@ -50,13 +48,48 @@ def list_cmd(cache: Path | None = _CACHE_OPT) -> None:
             path = cached_file_path(record, root)
             if record.manual_only:
                 status = "manual"
-        notes = []
-        if record.optional:
-            notes.append("optional")
-        if not record.pinned:
-            notes.append("unpinned")
+        rows.append(
+            {
+                "id": record.id,
+                "filename": record.filename,
+                "status": status,
+                "path": str(path),
+                "size": record.size,
+                "approx_size": record.approx_size,
+                "sha256": record.sha256,
+                "license": record.license,
+                "non_commercial": record.non_commercial,
+                "optional": record.optional,
+                "pinned": record.pinned,
+                "manual_only": record.manual_only,
+                "urls": list(record.urls),
+                "used_for": record.used_for,
+            }
+        )
+    return rows
+
+
+@weights_app.command("list")
+def list_cmd(
+    cache: Path | None = _CACHE_OPT,
+    as_json: bool = typer.Option(
+        False, "--json", help="Print a JSON list (id, status, path, size, hash, licence, urls) instead."
+    ),
+) -> None:
+    """Every registered weight: id, size, status, path, and its licence (non-commercial ones flagged)."""
+    root = cache_dir(cache)
+    rows = _list_rows(root)
+    if as_json:
+        typer.echo(json.dumps({"cache": str(root / "weights"), "weights": rows}, indent=2))
+        return
+    typer.echo(f"cache: {root / 'weights'}")
+    width = max(len(i) for i in REGISTRY)
+    typer.echo(f"{'ID':<{width}}  {'SIZE':>9}  {'STATUS':<8}  PATH")
+    for row in rows:
+        record = REGISTRY[row["id"]]
+        notes = [n for n, on in (("optional", row["optional"]), ("unpinned", not row["pinned"])) if on]
         note = f"  ({', '.join(notes)})" if notes else ""
-        typer.echo(f"{record.id:<{width}}  {size_short(record):>9}  {status:<8}  {path}")
+        typer.echo(f"{record.id:<{width}}  {size_short(record):>9}  {row['status']:<8}  {row['path']}")
         typer.echo(f"{'':<{width}}  {licence_line(record)}{note}")
 
 
@@ -68,7 +101,7 @@ def fetch_cmd(
         "--all",
         help="Every non-optional record realface can download; manual-only ones are listed, not fetched.",
     ),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    progress: bool = PROGRESS_OPT,
     cache: Path | None = _CACHE_OPT,
 ) -> None:
     """Download (or locate) weights, verifying size and sha256; partial downloads are resumed."""
@@ -116,7 +149,7 @@ def fetch_cmd(
 @weights_app.command("verify")
 def verify_cmd(
     ids: list[str] = typer.Argument(None, help="Weight ids (default: all)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    progress: bool = PROGRESS_OPT,
     cache: Path | None = _CACHE_OPT,
 ) -> None:
     """Re-hash every present weight file completely; fails when one does not match."""
