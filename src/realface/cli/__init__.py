@@ -99,7 +99,8 @@ def _root(
     ),
 ) -> None:
     level = log_level(verbose, quiet, os.environ.get("REALFACE_LOG_LEVEL"))
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)  # also when logging was configured before (an embedding program)
     from realface import __version__
 
     logging.getLogger("realface").debug(
