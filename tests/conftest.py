@@ -68,3 +68,19 @@ def _home_cache_untouched(tmp_path_factory):
             os.environ[k] = v
     after = {str(r): _tree(r) for r in _home_caches()}
     assert after == before, "the tests wrote into the user's cache (~/.cache/realface)"
+
+
+@pytest.fixture(scope="session")
+def apply_models(tmp_path_factory) -> dict[str, Path]:
+    """The tiny 64 px fixture as G_real and G_rendering safetensors, and a random-weight VGG16 file:
+    what ``realface apply`` needs in the CLI tests (written once per test session)."""
+    from realface.checkpoints import convert_pickle
+    from tests._helpers import random_vgg16_file
+
+    d = tmp_path_factory.mktemp("apply_models")
+    pkl = data_file("stylegan2-ada", "sg2ada_tiny64.pkl")
+    return {
+        "real": convert_pickle(pkl, d / "real.safetensors", only=("G",)),
+        "rendering": convert_pickle(pkl, d / "rendering.safetensors", only=("G_ema",)),
+        "vgg": random_vgg16_file(d / "vgg16.pth"),
+    }

@@ -14,9 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from realface.checkpoints import convert_pickle
 from realface.cli import main
-from tests._helpers import random_vgg16_file
 from tests.conftest import data_file
 from tests.test_pipeline import garment_and_background
 
@@ -29,14 +27,10 @@ def run_cli(*args) -> int:
     return 0
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    d = tmp_path_factory.mktemp("models")
-    pkl = data_file("stylegan2-ada", "sg2ada_tiny64.pkl")
-    real = convert_pickle(pkl, d / "real.safetensors", only=("G",))
-    rendering = convert_pickle(pkl, d / "rendering.safetensors", only=("G_ema",))
-    vgg = random_vgg16_file(d / "vgg16.pth")
-    return ["--real", real, "--rendering", rendering, "--lpips-vgg", vgg]
+@pytest.fixture
+def models(apply_models):
+    m = apply_models
+    return ["--real", m["real"], "--rendering", m["rendering"], "--lpips-vgg", m["vgg"]]
 
 
 def _catalogue(root):

@@ -9,20 +9,13 @@ import pytest
 from PIL import Image
 
 from realface.batch import LOCK_NAME, MANIFEST_NAME
-from realface.checkpoints import convert_pickle
-from tests._helpers import random_vgg16_file
 from tests.conftest import data_file
 from tests.robustness._cli import assert_refused, run_realface, snapshot
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    d = tmp_path_factory.mktemp("models")
-    pkl = data_file("stylegan2-ada", "sg2ada_tiny64.pkl")
-    real = convert_pickle(pkl, d / "real.safetensors", only=("G",))
-    rendering = convert_pickle(pkl, d / "rendering.safetensors", only=("G_ema",))
-    vgg = random_vgg16_file(d / "vgg16.pth")
-    return {"real": real, "rendering": rendering, "vgg": vgg}
+@pytest.fixture
+def models(apply_models):
+    return apply_models
 
 
 def _apply_args(models) -> list[object]:

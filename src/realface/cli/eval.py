@@ -22,8 +22,6 @@ app.add_typer(eval_app, name="eval")
 
 _JSON = typer.Option(None, "--json", help="Also write the results as JSON to this file (atomic).")
 _CSV = typer.Option(None, "--csv", help="Also write the results as CSV to this file (atomic).")
-_DEVICE = DEVICE_OPT
-_PROGRESS = PROGRESS_OPT
 _PAIRS = typer.Option(None, "--pairs", help="CSV with columns 'input' and 'output' instead of two folders.")
 
 
@@ -90,8 +88,8 @@ def fid_cmd(
         None, "--inception", help="pt_inception-2015-12-05-6726825d.pth (default: the registry file)."
     ),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write cached statistics."),
-    device: str = _DEVICE,
-    progress: bool = _PROGRESS,
+    device: str = DEVICE_OPT,
+    progress: bool = PROGRESS_OPT,
     json_path: Path = _JSON,
     csv_path: Path = _CSV,
 ) -> None:
@@ -124,7 +122,7 @@ def identity_cmd(
     ),
     min_face: int = typer.Option(32, "--min-face", help="Smallest face box side considered, pixels."),
     model: str = typer.Option("dlib", "--model", help="Identity embedder (registered: dlib)."),
-    progress: bool = _PROGRESS,
+    progress: bool = PROGRESS_OPT,
     json_path: Path = _JSON,
     csv_path: Path = _CSV,
 ) -> None:
@@ -165,8 +163,8 @@ def similarity_cmd(
     ),
     lpips_heads: Path = typer.Option(None, "--lpips-heads", help="LPIPS v0.1 VGG heads (default: registry)."),
     batch: int = typer.Option(16, "--batch", help="Pairs per forward pass."),
-    device: str = _DEVICE,
-    progress: bool = _PROGRESS,
+    device: str = DEVICE_OPT,
+    progress: bool = PROGRESS_OPT,
     json_path: Path = _JSON,
     csv_path: Path = _CSV,
 ) -> None:
@@ -249,8 +247,8 @@ def consistency_cmd(
         None, "--inception", help="FID Inception weights for --fid-ref (default: the registry file)."
     ),
     batch: int = typer.Option(16, "--batch", help="Latents per forward pass."),
-    device: str = _DEVICE,
-    progress: bool = _PROGRESS,
+    device: str = DEVICE_OPT,
+    progress: bool = PROGRESS_OPT,
     json_path: Path = typer.Option(
         None, "--json", "-o", help="Also write the report as JSON to this file (atomic)."
     ),
