@@ -71,6 +71,7 @@ __all__ = [
     "run_info",
     "run_catalogue",
     "plan_catalogue",
+    "projector",
     "save_latent",
     "load_latent",
 ]
@@ -617,3 +618,17 @@ def run_catalogue(
         extras=_face_extras(job.config),
         files={"config.json": json.dumps(info, indent=2, sort_keys=True) + "\n"},
     )
+
+
+def projector(
+    G: Generator,
+    lpips: torch.nn.Module,
+    config: ApplyConfig = ApplyConfig(),
+    device: torch.device | str = "cpu",
+) -> RealFace:
+    """A :class:`RealFace` whose :meth:`~RealFace.invert_faces` projects aligned faces into ``G``.
+
+    ``G`` serves as both generators, so the inversion loss is LPIPS (``lpips``) as in the full mode;
+    ``config.invert`` and ``config.batch_size`` decide the inversion. ``realface invert`` runs on it.
+    """
+    return RealFace(G, G, lpips, config, device=device)

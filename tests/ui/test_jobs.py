@@ -253,10 +253,10 @@ def test_tiff_input_keeps_its_format_and_the_page_gets_png_previews(env, tmp_pat
 
 
 def test_previews_are_capped_in_size(tmp_path):
-    from realface.ui.jobs import PREVIEW_SIDE, _write_preview
+    from realface.ui.files import PREVIEW_SIDE, write_preview
 
     wide = np.zeros((100, 3000, 3), np.uint8)
-    with Image.open(_write_preview(wide, tmp_path / "p.png")) as im:
+    with Image.open(write_preview(wide, tmp_path / "p.png")) as im:
         assert im.size == (PREVIEW_SIDE, 68)
 
 

@@ -130,12 +130,12 @@ def _write_crash_log(exc: BaseException) -> Path | None:
 
 def _option_names() -> set[str]:
     """Every ``--long`` option name of every command."""
-    import click
+    from typing import Any
 
     _load_commands()
     names: set[str] = set()
 
-    def walk(cmd: click.Command) -> None:
+    def walk(cmd: Any) -> None:  # a click command of the vendored click
         for param in cmd.params:
             names.update(o for o in (*param.opts, *param.secondary_opts) if o.startswith("--"))
         for sub in getattr(cmd, "commands", {}).values():

@@ -6,37 +6,49 @@ import dataclasses
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from realface.cli import app
-from realface.cli.common import DEVICE_OPT, PROGRESS_OPT
-from realface.imageio import DEFAULT_MAX_PIXELS
+from realface.cli.common import (
+    BATCH_OPT,
+    COARSE_RESOLUTION_OPT,
+    COARSE_TO_FINE_OPT,
+    COLOR_CORRECT_OPT,
+    DEVICE_OPT,
+    EARLY_STOP_OPT,
+    FINE_STEPS_OPT,
+    LPIPS_VGG_OPT,
+    MASK_OPT,
+    MAX_PIXELS_HELP,
+    OPTIMIZE_NOISE_OPT,
+    PROGRESS_OPT,
+    SEED_OPT,
+    STEPS_OPT,
+    config_option,
+    invert_config,
+    make_config,
+    mask_config,
+)
+from realface.pipeline import ApplyConfig, SaveOptions
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
+
+StepCallback = Callable[[int, int, "torch.Tensor"], None]
 
 DEFAULT_REAL = "sg2ada-ffhq1024"
 
 
-def _load_lpips(vgg: Path | None, device):
+def _load_lpips(vgg: Path | None, device: torch.device) -> torch.nn.Module:
     from realface.nn.lpips import load_lpips_vgg
 
     return load_lpips_vgg(device=device, vgg_path=vgg)
-
-
-def _invert_config(steps, seed, coarse_to_fine, coarse_resolution, fine_steps, early_stop, noise):
-    from realface.invert import InvertConfig
-
-    return InvertConfig(
-        steps=steps,
-        seed=seed,
-        coarse_to_fine=coarse_to_fine,
-        coarse_resolution=coarse_resolution,
-        fine_steps=fine_steps,
-        early_stop_patience=early_stop,
-        optimize_noise=noise,
-    )
 
 
 def _output_suffix(out_format: str | None) -> str | None:
@@ -54,7 +66,7 @@ def _output_suffix(out_format: str | None) -> str | None:
     return "." + name
 
 
-def _step_bar(enabled: bool, desc: str):
+def _step_bar(enabled: bool, desc: str) -> tuple[StepCallback | None, Callable[[], None]]:
     """A per-item progress bar over inversion steps; returns (callback, close)."""
     if not enabled:
         return None, lambda: None
@@ -62,13 +74,18 @@ def _step_bar(enabled: bool, desc: str):
 
     bar = tqdm(desc=desc, unit="step", leave=False, dynamic_ncols=True)
 
-    def callback(step: int, total: int, loss) -> None:
+    def callback(step: int, total: int, loss: torch.Tensor) -> None:
         if bar.total != total:
             bar.reset(total=total)
         bar.update(1)
         bar.set_postfix(loss=f"{float(loss.mean()):.4f}")
 
     return callback, bar.close
+
+
+def _save_option(name: str, help: str) -> Any:
+    """``--save-NAME``: one of the per-face extras of :class:`SaveOptions`."""
+    return config_option(SaveOptions, name, f"--save-{name}", help=help)
 
 
 @app.command()
@@ -79,47 +96,37 @@ def apply(
         None, "--rendering", help="Fine-tuned G_rendering (.safetensors/.pkl). Omit for the baseline mode."
     ),
     real: str = typer.Option(DEFAULT_REAL, "--real", help="G_real: a file or a weights id."),
-    steps: int = typer.Option(500, "--steps", help="Inversion steps per face."),
-    batch: int = typer.Option(4, "--batch", help="Faces inverted together (one forward pass)."),
+    steps: int = STEPS_OPT,
+    batch: int = BATCH_OPT,
     device: str = DEVICE_OPT,
-    coarse_to_fine: bool = typer.Option(
-        False, "--coarse-to-fine/--full-resolution", help="Most steps at low resolution (much faster on CPU)."
+    coarse_to_fine: bool = COARSE_TO_FINE_OPT,
+    coarse_resolution: int = COARSE_RESOLUTION_OPT,
+    fine_steps: int = FINE_STEPS_OPT,
+    early_stop: int = EARLY_STOP_OPT,
+    optimize_noise: bool = OPTIMIZE_NOISE_OPT,
+    seed: int = SEED_OPT,
+    face_index: int = config_option(
+        ApplyConfig, "face_index", "--face-index", help="Only this face of each image (0 = largest)."
     ),
-    coarse_resolution: int = typer.Option(128, "--coarse-resolution", help="Resolution of the coarse steps."),
-    fine_steps: int = typer.Option(
-        50, "--fine-steps", help="Full-resolution steps at the end (coarse-to-fine)."
-    ),
-    early_stop: int = typer.Option(
-        None, "--early-stop", help="Stop a face after N steps without improvement."
-    ),
-    optimize_noise: bool = typer.Option(
-        True, "--optimize-noise/--no-optimize-noise", help="Also fit noise maps."
-    ),
-    seed: int = typer.Option(303, "--seed", help="Seed of the inversion's random draws."),
-    face_index: int = typer.Option(None, "--face-index", help="Only this face of each image (0 = largest)."),
     transfer_layers: str = typer.Option(
         None,
         "--transfer-layers",
         help="W+ layers taken from the inversion, e.g. '0-7' (others: G_real's mean).",
     ),
-    mask: str = typer.Option("auto", "--mask", help="auto, landmarks or parsing."),
-    color_correct: bool = typer.Option(True, "--color-correct/--no-color-correct", help="Lab colour match."),
+    mask: str = MASK_OPT,
+    color_correct: bool = COLOR_CORRECT_OPT,
     out_format: str = typer.Option(
         None, "--format", help="Output format: png, jpg or webp; default: the input's format."
     ),
-    save_aligned: bool = typer.Option(False, "--save-aligned", help="Also write each aligned input face."),
-    save_reconstruction: bool = typer.Option(
-        False, "--save-reconstruction", help="Also write G_rendering's fit."
+    save_aligned: bool = _save_option("aligned", "Also write each aligned input face."),
+    save_reconstruction: bool = _save_option("reconstruction", "Also write G_rendering's fit."),
+    save_realistic: bool = _save_option("realistic", "Also write each realistic face."),
+    save_latents: bool = _save_option("latents", "Also write W+ and noise (.safetensors)."),
+    sheet: bool = config_option(
+        SaveOptions, "sheet", "--sheet", help="Also write a comparison sheet per face."
     ),
-    save_realistic: bool = typer.Option(False, "--save-realistic", help="Also write each realistic face."),
-    save_latents: bool = typer.Option(
-        False, "--save-latents", help="Also write W+ and noise (.safetensors)."
-    ),
-    sheet: bool = typer.Option(False, "--sheet", help="Also write a comparison sheet per face."),
-    lpips_vgg: Path = typer.Option(
-        None, "--lpips-vgg", help="Use this VGG16 state dict for LPIPS instead of the cached tv-vgg16."
-    ),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse larger images."),
+    lpips_vgg: Path = LPIPS_VGG_OPT,
+    max_pixels: int = config_option(ApplyConfig, "max_pixels", "--max-pixels", help=MAX_PIXELS_HELP),
     stop_on_error: bool = typer.Option(False, "--stop-on-error", help="Stop at the first failed image."),
     progress: bool = PROGRESS_OPT,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration and exit."),
@@ -129,23 +136,19 @@ def apply(
     Resumable: outputs and OUT/manifest.jsonl record each image; a rerun skips finished images. Exit
     status 1 if any image failed (each failure is listed in the summary and the manifest).
     """
-    from realface.face import BlendConfig, MaskConfig
-    from realface.pipeline import ApplyConfig, RealFace, SaveOptions, parse_layers, run_catalogue, run_info
+    from realface.face import BlendConfig
+    from realface.pipeline import RealFace, parse_layers, run_catalogue, run_info
     from realface.utils.device import resolve_device
 
     suffix = _output_suffix(out_format)
-    try:
-        mask_cfg = MaskConfig(kind=mask)  # type: ignore[arg-type]
-    except ValueError as exc:
-        from realface.errors import ConfigError
-
-        raise ConfigError(f"--mask: {exc}") from None
-    cfg = ApplyConfig(
-        invert=_invert_config(
+    mask_cfg = mask_config(mask)
+    cfg = make_config(
+        ApplyConfig,
+        invert=invert_config(
             steps, seed, coarse_to_fine, coarse_resolution, fine_steps, early_stop, optimize_noise
         ),
         mask=mask_cfg,
-        blend=BlendConfig(color_correct=color_correct),
+        blend=make_config(BlendConfig, color_correct=color_correct),
         save=SaveOptions(save_aligned, save_reconstruction, save_realistic, save_latents, sheet),
         face_index=face_index,
         transfer_layers=parse_layers(transfer_layers),
@@ -191,20 +194,16 @@ def invert(
     outdir: Path = typer.Option(
         ..., "--out", "-o", help="Folder for NAME_latent.safetensors and NAME_proj.png."
     ),
-    steps: int = typer.Option(500, "--steps", help="Optimisation steps."),
-    batch: int = typer.Option(4, "--batch", help="Images inverted together."),
+    steps: int = STEPS_OPT,
+    batch: int = BATCH_OPT,
     device: str = DEVICE_OPT,
-    coarse_to_fine: bool = typer.Option(
-        False, "--coarse-to-fine/--full-resolution", help="Coarse steps first."
-    ),
-    coarse_resolution: int = typer.Option(128, "--coarse-resolution", help="Resolution of the coarse steps."),
-    fine_steps: int = typer.Option(50, "--fine-steps", help="Full-resolution steps at the end."),
-    early_stop: int = typer.Option(None, "--early-stop", help="Stop after N steps without improvement."),
-    optimize_noise: bool = typer.Option(
-        True, "--optimize-noise/--no-optimize-noise", help="Also fit noise maps."
-    ),
-    seed: int = typer.Option(303, "--seed", help="Seed of the random draws."),
-    lpips_vgg: Path = typer.Option(None, "--lpips-vgg", help="VGG16 state dict for LPIPS (default: cached)."),
+    coarse_to_fine: bool = COARSE_TO_FINE_OPT,
+    coarse_resolution: int = COARSE_RESOLUTION_OPT,
+    fine_steps: int = FINE_STEPS_OPT,
+    early_stop: int = EARLY_STOP_OPT,
+    optimize_noise: bool = OPTIMIZE_NOISE_OPT,
+    seed: int = SEED_OPT,
+    lpips_vgg: Path = LPIPS_VGG_OPT,
     progress: bool = PROGRESS_OPT,
 ) -> None:
     """Project aligned faces into a generator's W+ space (LPIPS + noise regularisation).
@@ -221,16 +220,16 @@ def invert(
     from realface.checkpoints import load_generator
     from realface.errors import ConfigError
     from realface.imageio import load_image
-    from realface.invert import LpipsLoss, check_aligned_size
-    from realface.invert import invert as run_invert
-    from realface.pipeline import save_latent
+    from realface.invert import check_aligned_size
+    from realface.pipeline import projector, save_latent
     from realface.sampling import to_uint8
     from realface.utils.device import resolve_device
     from realface.utils.fs import atomic_path
 
-    cfg = _invert_config(
+    cfg = invert_config(
         steps, seed, coarse_to_fine, coarse_resolution, fine_steps, early_stop, optimize_noise
     )
+    job_cfg = make_config(ApplyConfig, invert=cfg, batch_size=batch)
     settings = hash_config({"network": network, "lpips_vgg": lpips_vgg, "invert": dataclasses.asdict(cfg)})
     stems: dict[str, Path] = {}
     for path in images:
@@ -242,7 +241,7 @@ def invert(
         stems[path.stem] = path
     dev = resolve_device(device)
     G = load_generator(network, device=dev)
-    loss = LpipsLoss(_load_lpips(lpips_vgg, dev), cfg.loss_resolution)
+    job = projector(G, _load_lpips(lpips_vgg, dev), job_cfg, device=dev)
     R = G.img_resolution
     todo = []
     for path in images:  # every image is checked before the first inversion
@@ -253,15 +252,14 @@ def invert(
         if _inverted_with(latent, settings, digest) and (outdir / f"{path.stem}_proj.png").is_file():
             log.info("%s: already inverted with these settings, skipped", path)
             continue
-        todo.append((path, digest, np.asarray(img.rgb8(), dtype=np.float32) / 127.5 - 1))
+        todo.append((path, digest, np.asarray(img.rgb8(), dtype=np.float32) / 255.0))
     if todo:
         outdir.mkdir(parents=True, exist_ok=True)
-    for start in range(0, len(todo), batch):
+    for start in range(0, len(todo), batch):  # one progress bar per batch of faces
         chunk = todo[start : start + batch]
-        targets = torch.from_numpy(np.stack([t for _, _, t in chunk])).permute(0, 3, 1, 2).to(dev)
         callback, close = _step_bar(progress, f"images {start + 1}-{start + len(chunk)}")
         try:
-            res = run_invert(G, targets, loss, cfg, callback=callback)
+            res = job.invert_faces(np.stack([t for _, _, t in chunk]), progress=callback)
         finally:
             close()
         with torch.no_grad():

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from realface.cli import app
-from realface.cli.common import PROGRESS_OPT
+from realface.cli.common import MAX_PIXELS_HELP, PROGRESS_OPT, config_option, make_config
+from realface.data import BuildConfig, FetchConfig
 from realface.errors import ConfigError
-from realface.imageio import DEFAULT_MAX_PIXELS
 
 logger = logging.getLogger(__name__)
 
@@ -23,26 +24,43 @@ dataset_app = typer.Typer(
 app.add_typer(dataset_app, name="dataset")
 
 
+def _build_option(name: str, decl: str, help: str) -> Any:
+    """An option of ``dataset build`` whose default is :class:`BuildConfig`'s ``name``."""
+    return config_option(BuildConfig, name, decl, help=help)
+
+
 @dataset_app.command("build")
 def build_command(
     out: Path = typer.Option(..., "--out", "-o", help="The dataset: a folder, or a file ending in .zip."),
     urls: Path | None = typer.Option(None, "--urls", help="URL list: .json, .csv or plain text."),
     images: Path | None = typer.Option(None, "--images", help="Folder of images (searched recursively)."),
-    size: int = typer.Option(1024, "--size", help="Aligned crop size: 256, 512 or 1024."),
-    workers: int = typer.Option(8, "--workers", help="Parallel downloads."),
-    rate: float = typer.Option(2.0, "--rate", help="Requests per second per host (0: no limit)."),
-    timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for a connection or data."),
-    retries: int = typer.Option(3, "--retries", help="Retries per URL after a passing failure."),
-    min_face_size: int | None = typer.Option(
-        None, "--min-face-size", help="Smallest face crop side in source px (default: size / 2)."
+    size: int = _build_option("size", "--size", "Aligned crop size: 256, 512 or 1024."),
+    workers: int = config_option(FetchConfig, "workers", "--workers", help="Parallel downloads."),
+    rate: float = config_option(
+        FetchConfig, "rate_per_host", "--rate", help="Requests per second per host (0: no limit)."
     ),
-    blur_threshold: float = typer.Option(4.0, "--blur-threshold", help="Smallest Laplacian variance."),
-    max_yaw: float = typer.Option(40.0, "--max-yaw", help="Largest estimated |yaw| in degrees."),
-    max_pitch: float = typer.Option(30.0, "--max-pitch", help="Largest estimated |pitch| in degrees."),
-    dup_distance: int = typer.Option(6, "--dup-distance", help="Perceptual-hash bits that make a duplicate."),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse larger images."),
-    cnn: bool = typer.Option(True, "--cnn/--no-cnn", help="Try dlib's CNN detector when HOG finds nothing."),
-    keep_downloads: bool = typer.Option(False, "--keep-downloads", help="Keep downloaded files."),
+    timeout: float = config_option(
+        FetchConfig, "timeout", "--timeout", help="Seconds to wait for a connection or data."
+    ),
+    retries: int = config_option(
+        FetchConfig, "retries", "--retries", help="Retries per URL after a passing failure."
+    ),
+    min_face_size: int | None = _build_option(
+        "min_face_size", "--min-face-size", "Smallest face crop side in source px (default: size / 2)."
+    ),
+    blur_threshold: float = _build_option(
+        "blur_threshold", "--blur-threshold", "Smallest Laplacian variance."
+    ),
+    max_yaw: float = _build_option("max_yaw", "--max-yaw", "Largest estimated |yaw| in degrees."),
+    max_pitch: float = _build_option("max_pitch", "--max-pitch", "Largest estimated |pitch| in degrees."),
+    dup_distance: int = _build_option(
+        "dup_distance", "--dup-distance", "Perceptual-hash bits that make a duplicate."
+    ),
+    max_pixels: int = _build_option("max_pixels", "--max-pixels", MAX_PIXELS_HELP),
+    cnn: bool = _build_option(
+        "cnn_fallback", "--cnn/--no-cnn", "Try dlib's CNN detector when HOG finds nothing."
+    ),
+    keep_downloads: bool = _build_option("keep_downloads", "--keep-downloads", "Keep downloaded files."),
     work: Path | None = typer.Option(None, "--work", help="Build folder (default: OUT.build beside OUT)."),
     progress: bool = PROGRESS_OPT,
     overwrite: bool = typer.Option(
@@ -50,25 +68,23 @@ def build_command(
     ),
 ) -> None:
     """Fetch, detect, FFHQ-align and filter faces into a StyleGAN2-ADA dataset (resumable)."""
-    from realface.data import BuildConfig, FetchConfig, build_dataset, read_url_list
+    from realface.data import build_dataset, read_url_list
 
     if (urls is None) == (images is None):
         raise ConfigError("give exactly one of --urls FILE or --images DIR")
-    try:
-        config = BuildConfig(
-            size=size,
-            min_face_size=min_face_size,
-            blur_threshold=blur_threshold,
-            max_yaw=max_yaw,
-            max_pitch=max_pitch,
-            dup_distance=dup_distance,
-            max_pixels=max_pixels,
-            cnn_fallback=cnn,
-            keep_downloads=keep_downloads,
-            fetch=FetchConfig(workers=workers, rate_per_host=rate, timeout=timeout, retries=retries),
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    fetch = make_config(FetchConfig, workers=workers, rate_per_host=rate, timeout=timeout, retries=retries)
+    limits = {"min_face_size": min_face_size, "max_yaw": max_yaw, "max_pitch": max_pitch}
+    config = make_config(
+        BuildConfig,
+        size=size,
+        blur_threshold=blur_threshold,
+        dup_distance=dup_distance,
+        max_pixels=max_pixels,
+        cnn_fallback=cnn,
+        keep_downloads=keep_downloads,
+        fetch=fetch,
+        **limits,
+    )
     items = read_url_list(urls) if urls is not None else None
     summary = build_dataset(
         out, urls=items, images=images, config=config, work=work, progress=progress, overwrite=overwrite

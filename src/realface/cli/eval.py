@@ -9,8 +9,13 @@ from pathlib import Path
 import typer
 
 from realface.cli import app
-from realface.cli.common import DEVICE_OPT, PROGRESS_OPT
+from realface.cli.common import DEVICE_OPT, PROGRESS_OPT, config_option, default_of
 from realface.errors import ConfigError
+from realface.metrics.consistency import ConsistencyConfig
+from realface.metrics.fid import FIDConfig, GeneratorSamplingConfig
+from realface.metrics.files import PairSet
+from realface.metrics.identity import IdentityConfig
+from realface.metrics.similarity import SimilarityConfig
 
 eval_app = typer.Typer(
     name="eval",
@@ -23,6 +28,9 @@ app.add_typer(eval_app, name="eval")
 _JSON = typer.Option(None, "--json", help="Also write the results as JSON to this file (atomic).")
 _CSV = typer.Option(None, "--csv", help="Also write the results as CSV to this file (atomic).")
 _PAIRS = typer.Option(None, "--pairs", help="CSV with columns 'input' and 'output' instead of two folders.")
+_INPUTS = typer.Argument(None, help="Folder of input images.")
+_OUTPUTS = typer.Argument(None, help="Folder of output images (matched by relative path).")
+_INCEPTION_HELP = "Inception weights, pt_inception-2015-12-05-6726825d.pth (default: the registry file)."
 
 
 def _fmt(v: object) -> str:
@@ -43,7 +51,7 @@ def _table(rows: Sequence[dict], columns: Sequence[str]) -> str:
     )
 
 
-def _pairs(inputs: Path | None, outputs: Path | None, pairs_csv: Path | None):
+def _pairs(inputs: Path | None, outputs: Path | None, pairs_csv: Path | None) -> PairSet:
     from realface.metrics.files import match_pairs, read_pairs_csv
 
     if pairs_csv is not None:
@@ -75,18 +83,26 @@ def fid_cmd(
     network: str = typer.Option(
         None, "--network", help="Generator to sample instead: .pkl, .safetensors or id."
     ),
-    num: int = typer.Option(50000, "--num", help="Images to generate with --network."),
-    seed0: int = typer.Option(
-        0, "--seed0", help="Seed of the first generated image (image i uses seed0 + i)."
+    num: int = config_option(
+        GeneratorSamplingConfig, "num", "--num", help="Images to generate with --network."
     ),
-    trunc: float = typer.Option(
-        1.0, "--trunc", help="Truncation psi for --network (1 = none, as FID requires)."
+    seed0: int = config_option(
+        GeneratorSamplingConfig,
+        "seed0",
+        "--seed0",
+        help="Seed of the first generated image (image i uses seed0 + i).",
     ),
-    noise_mode: str = typer.Option("random", "--noise-mode", help="Generator noise: random, const or none."),
-    batch: int = typer.Option(50, "--batch", help="Images per forward pass."),
-    inception: Path = typer.Option(
-        None, "--inception", help="pt_inception-2015-12-05-6726825d.pth (default: the registry file)."
+    trunc: float = config_option(
+        GeneratorSamplingConfig,
+        "truncation_psi",
+        "--trunc",
+        help="Truncation psi for --network (1 = none, as FID requires).",
     ),
+    noise_mode: str = config_option(
+        GeneratorSamplingConfig, "noise_mode", "--noise-mode", help="Generator noise: random, const or none."
+    ),
+    batch: int = config_option(FIDConfig, "batch_size", "--batch", help="Images per forward pass."),
+    inception: Path = typer.Option(None, "--inception", help=_INCEPTION_HELP),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write cached statistics."),
     device: str = DEVICE_OPT,
     progress: bool = PROGRESS_OPT,
@@ -94,7 +110,7 @@ def fid_cmd(
     csv_path: Path = _CSV,
 ) -> None:
     """Fréchet Inception Distance (pytorch-fid protocol) between two folders, or a generator and a folder."""
-    from realface.metrics.fid import FIDConfig, GeneratorSamplingConfig, InceptionExtractor, compute_fid
+    from realface.metrics.fid import InceptionExtractor, compute_fid
     from realface.utils.device import resolve_device
 
     config = FIDConfig(batch_size=batch, device=device, use_cache=not no_cache, progress=progress)
@@ -114,20 +130,24 @@ def fid_cmd(
 
 @eval_app.command("identity")
 def identity_cmd(
-    inputs: Path = typer.Argument(None, help="Folder of input images."),
-    outputs: Path = typer.Argument(None, help="Folder of output images (matched by relative path)."),
+    inputs: Path = _INPUTS,
+    outputs: Path = _OUTPUTS,
     pairs_csv: Path = _PAIRS,
-    threshold: float = typer.Option(
-        0.6, "--threshold", help="Same person when the embedding distance is below."
+    threshold: float = config_option(
+        IdentityConfig, "threshold", "--threshold", help="Same person when the embedding distance is below."
     ),
-    min_face: int = typer.Option(32, "--min-face", help="Smallest face box side considered, pixels."),
-    model: str = typer.Option("dlib", "--model", help="Identity embedder (registered: dlib)."),
+    min_face: int = config_option(
+        IdentityConfig, "min_face_size", "--min-face", help="Smallest face box side considered, pixels."
+    ),
+    model: str = config_option(
+        IdentityConfig, "model", "--model", help="Identity embedder (registered: dlib)."
+    ),
     progress: bool = PROGRESS_OPT,
     json_path: Path = _JSON,
     csv_path: Path = _CSV,
 ) -> None:
     """Identity similarity of pairs: dlib 128-d face embeddings, cosine similarity and distance (< 0.6: same)."""
-    from realface.metrics.identity import IdentityConfig, evaluate_identity
+    from realface.metrics.identity import evaluate_identity
 
     config = IdentityConfig(model=model, threshold=threshold, min_face_size=min_face, progress=progress)
     report = evaluate_identity(_pairs(inputs, outputs, pairs_csv), config)
@@ -152,33 +172,30 @@ def identity_cmd(
 
 @eval_app.command("similarity")
 def similarity_cmd(
-    inputs: Path = typer.Argument(None, help="Folder of input images."),
-    outputs: Path = typer.Argument(None, help="Folder of output images (matched by relative path)."),
+    inputs: Path = _INPUTS,
+    outputs: Path = _OUTPUTS,
     pairs_csv: Path = _PAIRS,
-    size: int = typer.Option(
-        256, "--size", help="Resize both images to SIZE x SIZE (0: compare at native size)."
+    size: int = config_option(
+        SimilarityConfig,
+        "size",
+        "--size",
+        help="Resize both images to SIZE x SIZE (0: compare at native size).",
     ),
     lpips_vgg: Path = typer.Option(
         None, "--lpips-vgg", help="torchvision VGG16 state dict (default: registry)."
     ),
     lpips_heads: Path = typer.Option(None, "--lpips-heads", help="LPIPS v0.1 VGG heads (default: registry)."),
-    batch: int = typer.Option(16, "--batch", help="Pairs per forward pass."),
+    batch: int = config_option(SimilarityConfig, "batch_size", "--batch", help="Pairs per forward pass."),
     device: str = DEVICE_OPT,
     progress: bool = PROGRESS_OPT,
     json_path: Path = _JSON,
     csv_path: Path = _CSV,
 ) -> None:
     """LPIPS-VGG and L2 (mean squared error in [-1, 1]) of pairs, both images resized to 256 x 256."""
-    from realface.metrics.similarity import SimilarityConfig, evaluate_similarity
+    from realface.metrics.similarity import evaluate_similarity
 
-    config = SimilarityConfig(
-        size=size,
-        batch_size=batch,
-        device=device,
-        lpips_vgg=lpips_vgg,
-        lpips_heads=lpips_heads,
-        progress=progress,
-    )
+    paths = {"lpips_vgg": lpips_vgg, "lpips_heads": lpips_heads}
+    config = SimilarityConfig(size=size, batch_size=batch, device=device, progress=progress, **paths)
     report = evaluate_similarity(_pairs(inputs, outputs, pairs_csv), config)
     rows = [p.to_row() for p in report.pairs]
     columns = ["name", "lpips", "l2", "error"]
@@ -224,15 +241,29 @@ def consistency_cmd(
     rendering: str = typer.Option(
         ..., "--rendering", help="G_rendering, fine-tuned from G_real: .pkl, .safetensors or weights id."
     ),
-    num: int = typer.Option(1000, "--num", help="Shared latents (pairs of faces) to compare."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the first latent (latent i uses seed + i)."),
-    trunc: float = typer.Option(1.0, "--trunc", help="Truncation psi of G_real's mapping (1 = none)."),
-    noise_mode: str = typer.Option("const", "--noise-mode", help="Generator noise: const, random or none."),
+    num: int = config_option(
+        ConsistencyConfig, "num", "--num", help="Shared latents (pairs of faces) to compare."
+    ),
+    seed: int = config_option(
+        ConsistencyConfig, "seed0", "--seed", help="Seed of the first latent (latent i uses seed + i)."
+    ),
+    trunc: float = config_option(
+        ConsistencyConfig, "truncation_psi", "--trunc", help="Truncation psi of G_real's mapping (1 = none)."
+    ),
+    noise_mode: str = config_option(
+        ConsistencyConfig, "noise_mode", "--noise-mode", help="Generator noise: const, random or none."
+    ),
     embedder: str = typer.Option(
-        None, "--embedder", help="Identity embedder (registered: dlib; default dlib). Not with --world."
+        None,
+        "--embedder",
+        help=f"Identity embedder (registered: dlib; default {default_of(ConsistencyConfig, 'embedder')}). "
+        "Not with --world.",
     ),
     threshold: float = typer.Option(
-        None, "--threshold", help="Same person when the embedding distance is below (default 0.6, dlib's)."
+        None,
+        "--threshold",
+        help="Same person when the embedding distance is below "
+        f"(default {default_of(ConsistencyConfig, 'threshold'):g}, dlib's).",
     ),
     world: str = typer.Option(
         None,
@@ -243,10 +274,8 @@ def consistency_cmd(
     fid_ref: Path = typer.Option(
         None, "--fid-ref", help="Folder of images (or .npz statistics): also report FID of G_rendering."
     ),
-    inception: Path = typer.Option(
-        None, "--inception", help="FID Inception weights for --fid-ref (default: the registry file)."
-    ),
-    batch: int = typer.Option(16, "--batch", help="Latents per forward pass."),
+    inception: Path = typer.Option(None, "--inception", help=_INCEPTION_HELP + " For --fid-ref."),
+    batch: int = config_option(ConsistencyConfig, "batch_size", "--batch", help="Latents per forward pass."),
     device: str = DEVICE_OPT,
     progress: bool = PROGRESS_OPT,
     json_path: Path = typer.Option(
@@ -256,7 +285,7 @@ def consistency_cmd(
     """Identity consistency of G_real and G_rendering (paper Table 1): the same latents decoded by both,
     identity similarity of the pairs with mean and 95 % interval; optionally FID of G_rendering."""
     from realface.checkpoints import load_generator, resolve_network_path
-    from realface.metrics.consistency import ConsistencyConfig, check_shared_space, identity_consistency
+    from realface.metrics.consistency import check_shared_space, identity_consistency
     from realface.metrics.files import write_json
     from realface.utils.device import resolve_device
 
@@ -266,7 +295,7 @@ def consistency_cmd(
         truncation_psi=trunc,
         noise_mode=noise_mode,
         batch_size=batch,
-        embedder=embedder or "dlib",
+        embedder=embedder or default_of(ConsistencyConfig, "embedder"),
         progress=progress,
         **({} if threshold is None else {"threshold": threshold}),
     )
@@ -313,7 +342,7 @@ def consistency_cmd(
         )
     doc["fid"] = None
     if fid_ref is not None:
-        from realface.metrics.fid import FIDConfig, GeneratorSamplingConfig, InceptionExtractor, compute_fid
+        from realface.metrics.fid import InceptionExtractor, compute_fid
 
         sampling = GeneratorSamplingConfig(num=num, seed0=seed, truncation_psi=trunc, noise_mode=noise_mode)
         fid_config = FIDConfig(batch_size=batch, device=device, progress=progress)

@@ -5,12 +5,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
 from realface.cli import app
-from realface.errors import ConfigError, FaceError, ImageError, RealFaceError
+from realface.cli.common import (
+    COLOR_CORRECT_OPT,
+    MASK_OPT,
+    MAX_PIXELS_HELP,
+    config_option,
+    make_config,
+    mask_config,
+)
+from realface.errors import FaceError, ImageError, RealFaceError
+from realface.face import AlignConfig, DetectConfig
 from realface.imageio import (
     DEFAULT_MAX_PIXELS,
     LoadedImage,
@@ -20,43 +28,43 @@ from realface.imageio import (
     save_image,
 )
 
-if TYPE_CHECKING:
-    from realface.face import AlignConfig, DetectConfig
-
 logger = logging.getLogger(__name__)
 
-_MAX_PIXELS_HELP = "Refuse images with more pixels than this (decompression-bomb guard)."
+_MAX_PIXELS_OPT = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help=MAX_PIXELS_HELP)
 
 
 @app.command("align")
 def align_command(
     images: list[Path] = typer.Argument(..., help="Input images (JPEG, PNG, WebP; 8/16-bit, gray, RGBA)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for aligned crops and their JSON."),
-    size: int = typer.Option(1024, "--size", help="Aligned crop size: 256, 512 or 1024."),
+    size: int = config_option(
+        AlignConfig, "output_size", "--size", help="Aligned crop size: 256, 512 or 1024."
+    ),
     face_index: int | None = typer.Option(
         None, "--face-index", help="Only this face (0 = largest). Default: every face."
     ),
-    min_face_size: int = typer.Option(48, "--min-face-size", help="Ignore faces smaller than this (px)."),
-    upsample: int = typer.Option(1, "--upsample", help="dlib detector upsampling (finds smaller faces)."),
-    cnn: bool = typer.Option(True, "--cnn/--no-cnn", help="Try dlib's CNN detector when HOG finds nothing."),
+    min_face_size: int = config_option(
+        DetectConfig, "min_face_size", "--min-face-size", help="Ignore faces smaller than this (px)."
+    ),
+    upsample: int = config_option(
+        DetectConfig, "upsample", "--upsample", help="dlib detector upsampling (finds smaller faces)."
+    ),
+    cnn: bool = config_option(
+        DetectConfig, "cnn_fallback", "--cnn/--no-cnn", help="Try dlib's CNN detector when HOG finds nothing."
+    ),
     exact: bool = typer.Option(
         False, "--exact", help="Official 4096-px warp route (slower; bit-exact with the FFHQ recipe)."
     ),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help=_MAX_PIXELS_HELP),
+    max_pixels: int = _MAX_PIXELS_OPT,
 ) -> None:
     """FFHQ-align faces: writes NAME_faceI.png and NAME_faceI.json (box, landmarks, transform).
 
     A rerun replaces the crops and JSON files that `align` wrote before (recognised by the JSON beside
     each crop, which names the source image and face); it never overwrites an input or another file.
     """
-    from realface.face import AlignConfig, DetectConfig
-
     check_max_pixels(max_pixels)
-    try:
-        align_cfg = AlignConfig(output_size=size, transform_size=4096 if exact else None)
-        detect_cfg = DetectConfig(upsample=upsample, cnn_fallback=cnn, min_face_size=min_face_size)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    align_cfg = make_config(AlignConfig, output_size=size, transform_size=4096 if exact else None)
+    detect_cfg = make_config(DetectConfig, upsample=upsample, cnn_fallback=cnn, min_face_size=min_face_size)
     inputs = {_resolved(p) for p in images}
     written: dict[Path, Path] = {}  # output file (resolved) -> the input it was written for
     failures: list[tuple[Path, RealFaceError]] = []
@@ -159,19 +167,16 @@ def paste_command(
     face_path: Path = typer.Option(..., "--face", help="The new aligned face (square RGB image)."),
     meta_path: Path = typer.Option(..., "--meta", help="JSON written by `realface align` for this face."),
     out: Path = typer.Option(..., "--out", "-o", help="Output image (same size, mode and format)."),
-    mask: str = typer.Option("auto", "--mask", help="auto, landmarks or parsing (needs bisenet-79999)."),
-    color_correct: bool = typer.Option(True, "--color-correct/--no-color-correct", help="Lab colour match."),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help=_MAX_PIXELS_HELP),
+    mask: str = MASK_OPT,
+    color_correct: bool = COLOR_CORRECT_OPT,
+    max_pixels: int = _MAX_PIXELS_OPT,
 ) -> None:
     """Paste a new aligned face back; pixels outside the face mask stay exactly as they were."""
-    from realface.face import BlendConfig, FaceMeta, MaskConfig, build_mask, paste_face
+    from realface.face import BlendConfig, FaceMeta, build_mask, paste_face
     from realface.face.mask import parser_available
 
     check_max_pixels(max_pixels)
-    try:
-        mask_cfg = MaskConfig(kind=mask)  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise ConfigError(f"--mask: {exc}") from None
+    mask_cfg = mask_config(mask)
     for name, given in (("--image", image_path), ("--face", face_path), ("--meta", meta_path)):
         if out.exists() and given.exists() and out.resolve() == given.resolve():
             raise ImageError(
@@ -195,6 +200,12 @@ def paste_command(
     if mask_cfg.kind == "parsing":
         rgb = image.rgb8() if image.bit_depth == 8 else image.rgb_float()
     face_mask = build_mask(rgb, face.landmarks_array, alignment, mask_cfg)
-    pixels = paste_face(image.pixels, new.rgb_float(), alignment, face_mask, BlendConfig(color_correct))
+    pixels = paste_face(
+        image.pixels,
+        new.rgb_float(),
+        alignment,
+        face_mask,
+        make_config(BlendConfig, color_correct=color_correct),
+    )
     save_image(image.with_pixels(pixels), out, format=format_for_path(out) or image.format)
     logger.info("%s: face %d pasted -> %s", image_path, meta.face_index, out)

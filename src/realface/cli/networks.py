@@ -10,7 +10,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from realface.cli import app
-from realface.cli.common import DEVICE_OPT, PROGRESS_OPT
+from realface.cli.common import DEVICE_OPT, PROGRESS_OPT, config_option
+from realface.sampling import SampleConfig
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +36,18 @@ def convert(
 def generate(
     network: Path = typer.Option(..., "--network", help="Generator: official .pkl or realface .safetensors."),
     seeds: str = typer.Option("0-7", "--seeds", help="Seeds, e.g. '0-7' or '1,5,9-12'."),
-    trunc: float = typer.Option(1.0, "--trunc", help="Truncation psi (1 = no truncation)."),
-    trunc_cutoff: int = typer.Option(None, "--trunc-cutoff", help="Truncate only the first N ws."),
-    noise_mode: str = typer.Option("const", "--noise-mode", help="Noise: const, random or none."),
-    class_idx: int = typer.Option(None, "--class", help="Class index for conditional networks."),
+    trunc: float = config_option(
+        SampleConfig, "truncation_psi", "--trunc", help="Truncation psi (1 = no truncation)."
+    ),
+    trunc_cutoff: int = config_option(
+        SampleConfig, "truncation_cutoff", "--trunc-cutoff", help="Truncate only the first N ws."
+    ),
+    noise_mode: str = config_option(
+        SampleConfig, "noise_mode", "--noise-mode", help="Noise: const, random or none."
+    ),
+    class_idx: int = config_option(
+        SampleConfig, "class_idx", "--class", help="Class index for conditional networks."
+    ),
     outdir: Path = typer.Option(..., "--outdir", "-o", help="Where to write seedNNNN.png."),
     grid: bool = typer.Option(False, "--grid", help="Also write grid.png with all images."),
     device: str = DEVICE_OPT,
@@ -46,8 +55,8 @@ def generate(
 ) -> None:
     """Generate images from seeds, as the official generate.py (PNG per seed, optional grid)."""
     from realface.checkpoints import load_generator
-    from realface.sampling import SampleConfig, make_grid, parse_seeds
     from realface.sampling import generate as sample
+    from realface.sampling import make_grid, parse_seeds
     from realface.utils.device import resolve_device
     from realface.utils.fs import atomic_path
 

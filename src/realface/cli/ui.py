@@ -3,49 +3,52 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from realface.cli import app
-from realface.cli.common import DEVICE_OPT
-from realface.imageio import DEFAULT_MAX_PIXELS
+from realface.cli.common import DEVICE_OPT, LPIPS_VGG_OPT, MAX_PIXELS_HELP, config_option
+from realface.ui.config import UIConfig
+
+
+def _ui_option(name: str, decl: str, help: str) -> Any:
+    """An option of ``realface ui`` whose default is :class:`UIConfig`'s ``name``."""
+    return config_option(UIConfig, name, decl, help=help)
+
+
+def _path_option(decl: str, help: str) -> Any:
+    """An optional path (default: none given)."""
+    return typer.Option(None, decl, help=help)
 
 
 @app.command()
 def ui(
-    host: str = typer.Option(
-        "127.0.0.1", "--host", help="Address to serve on (127.0.0.1: this machine only)."
+    host: str = _ui_option("host", "--host", "Address to serve on (127.0.0.1: this machine only)."),
+    port: int = _ui_option("port", "--port", "Port to serve on."),
+    real: str = _ui_option("real", "--real", "G_real: a file or a weights id."),
+    rendering: list[Path] = _path_option("--rendering", "A G_rendering checkpoint to offer (repeatable)."),
+    models: Path = _path_option("--models", "Also offer every .safetensors/.pkl checkpoint in this folder."),
+    workdir: Path = _path_option(
+        "--workdir", "The app's own folder: uploads, previews, results (default: $REALFACE_HOME/ui)."
     ),
-    port: int = typer.Option(7860, "--port", help="Port to serve on."),
-    real: str = typer.Option("sg2ada-ffhq1024", "--real", help="G_real: a file or a weights id."),
-    rendering: list[Path] = typer.Option(
-        None, "--rendering", help="A G_rendering checkpoint to offer (repeatable)."
-    ),
-    models: Path = typer.Option(
-        None, "--models", help="Also offer every .safetensors/.pkl checkpoint in this folder."
-    ),
-    workdir: Path = typer.Option(
-        None,
-        "--workdir",
-        help="The app's own folder: uploads, previews, results (default: $REALFACE_HOME/ui).",
-    ),
-    batch_root: Path = typer.Option(
-        None, "--batch-root", help="The batch tab may only read and write below this folder (default: here)."
+    batch_root: Path = _path_option(
+        "--batch-root", "The batch tab may only read and write below this folder (default: here)."
     ),
     device: str = DEVICE_OPT,
-    batch: int = typer.Option(4, "--batch", help="Faces inverted together."),
-    lpips_vgg: Path = typer.Option(None, "--lpips-vgg", help="VGG16 state dict for LPIPS (default: cached)."),
-    max_upload_mb: int = typer.Option(50, "--max-upload-mb", help="Largest accepted upload, in MB."),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help="Refuse larger images."),
-    max_images: int = typer.Option(16, "--max-images", help="Most images in one run of the image tab."),
-    share: bool = typer.Option(False, "--share", help="Open a public Gradio link (off by default)."),
+    batch: int = _ui_option("batch_size", "--batch", "Faces inverted together."),
+    lpips_vgg: Path = LPIPS_VGG_OPT,
+    max_upload_mb: int = _ui_option("max_upload_mb", "--max-upload-mb", "Largest accepted upload, in MB."),
+    max_pixels: int = _ui_option("max_pixels", "--max-pixels", MAX_PIXELS_HELP),
+    max_images: int = _ui_option("max_images", "--max-images", "Most images in one run of the image tab."),
+    share: bool = _ui_option("share", "--share", "Open a public Gradio link (off by default)."),
 ) -> None:
     """Serve the web page: try an apparel render, run a folder as a batch, see the weights.
 
     Binds 127.0.0.1 unless --host says otherwise; no public link unless --share; no analytics.
     """
     from realface.errors import ConfigError
-    from realface.ui import UIConfig, launch
+    from realface.ui import launch
     from realface.weights import cache_dir
 
     for path in rendering or []:

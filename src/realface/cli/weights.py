@@ -118,8 +118,8 @@ def fetch_cmd(
     manual: list[str] = []
     for record in records:
         if all_ and not record.download_urls:
-            path, _kind = locate(record, cache_dir=cache)
-            if path is None:  # only a person can fetch it: listed below, not an error of --all
+            found, _kind = locate(record, cache_dir=cache)
+            if found is None:  # only a person can fetch it: listed below, not an error of --all
                 manual.append(record.id)
                 continue
         try:

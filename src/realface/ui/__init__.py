@@ -1,12 +1,12 @@
 """``realface ui``: a local web page to try the main job on one or a few apparel renders, run a folder
 as a resumable batch, and see which weights are present.
 
-:mod:`realface.ui.jobs` holds the work (no web code, tested directly); :mod:`realface.ui.app` lays out
+:mod:`realface.ui.jobs` gathers the work (no web code, tested directly; one module per concern); :mod:`realface.ui.app` lays out
 the Gradio page. Gradio is an optional dependency (``pip install 'realface[ui]'``); it is imported
 only when the page is built.
 """
 
-from realface.ui.jobs import Settings, UIConfig
+from realface.ui.config import Settings, UIConfig
 
 __all__ = ["UIConfig", "Settings", "launch", "build_app"]
 
