@@ -13,7 +13,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -111,17 +112,180 @@ def _follow(jobs: JobRegistry, job, thread) -> Iterator[str]:
         jobs.finish(job)
 
 
-def build_app(config: UIConfig):
+@dataclass
+class _Page:
+    """What the tabs of one page share: Gradio, the app's config, networks, folder and jobs."""
+
+    gr: Any
+    config: UIConfig
+    store: ModelStore
+    workspace: Workspace
+    jobs: JobRegistry
+
+    def settings_from(self, values: Sequence[Any]) -> Settings:
+        return Settings.from_page(**dict(zip(SETTING_NAMES, values, strict=True)))
+
+    def on_cancel(self, job_id: str) -> str:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return "Nothing is running."
+        job.cancel()
+        return "**Cancelling** at the next step…"
+
+
+def build_app(config: UIConfig) -> tuple[Any, Any, Workspace]:
     """The page as a ``gr.Blocks`` (not yet launched). Returns ``(blocks, theme, workspace)``."""
     workspace = Workspace(config.workdir)
     gr = _import_gradio(workspace)
     store = ModelStore(config)
-    jobs = JobRegistry()
+    page = _Page(gr, config, store, workspace, JobRegistry())
 
-    def settings_from(values) -> Settings:
-        return Settings.from_page(**dict(zip(SETTING_NAMES, values, strict=True)))
+    # Gradio's copies of uploads and results older than a week are deleted (checked hourly).
+    with gr.Blocks(title="realface", analytics_enabled=False, delete_cache=(3600, 7 * 86400)) as blocks:
+        gr.Markdown(
+            "# realface\nReplace the CG faces of apparel renders with photo-realistic faces of the same "
+            "identity. Every pixel outside the faces stays as it was."
+        )
+        gr.Markdown(_mode_line(config, store), elem_id="mode")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=300):
+                settings = _settings_column(gr, store)
+            with gr.Column(scale=3):
+                with gr.Tabs():
+                    _image_tab(page, settings)
+                    _batch_tab(page, settings)
+                    _models_tab(page)
 
-    # ---- handlers: each returns readable messages, never raises a traceback into the page ----------
+    theme = gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )
+    return blocks, theme, workspace
+
+
+def _settings_column(gr: Any, store: ModelStore) -> list[Any]:
+    """The settings shared by the image and batch tabs; their values arrive in SETTING_NAMES order."""
+    gr.Markdown("### Settings")
+    defaults = Settings()
+    choices = store.rendering_choices()
+    rendering = gr.Dropdown(
+        choices=choices,
+        value=store.default_rendering(),
+        label="G_rendering checkpoint",
+        info="Your fine-tuned rendering-style generator (`realface train`, `realface export`).",
+        elem_id="rendering",
+    )
+    steps = gr.Number(
+        value=defaults.steps, precision=0, minimum=1, maximum=5000, label="Steps", elem_id="steps"
+    )
+    coarse = gr.Checkbox(
+        value=defaults.coarse_to_fine,
+        label="Coarse-to-fine (most steps at low resolution; much faster on a CPU)",
+        elem_id="coarse",
+    )
+    coarse_res = gr.Dropdown(
+        choices=[64, 128, 256, 512],
+        value=defaults.coarse_resolution,
+        label="Coarse resolution",
+        elem_id="coarse-res",
+    )
+    fine_steps = gr.Number(
+        value=defaults.fine_steps,
+        precision=0,
+        minimum=0,
+        maximum=5000,
+        label="Full-resolution steps at the end",
+        elem_id="fine-steps",
+    )
+    mask = gr.Radio(
+        choices=["auto", "landmarks", "parsing"],
+        value=defaults.mask,
+        label="Mask",
+        elem_id="mask",
+        info="parsing needs the bisenet-79999 weights; auto uses them when present",
+    )
+    feather = gr.Slider(
+        minimum=0.0,
+        maximum=0.05,
+        step=0.002,
+        value=defaults.feather,
+        label="Feather (fraction of face size)",
+        elem_id="feather",
+    )
+    color = gr.Checkbox(value=defaults.color_correct, label="Colour matching (Lab)", elem_id="color")
+    seed = gr.Number(value=defaults.seed, precision=0, label="Seed", elem_id="seed")
+    layers = gr.Textbox(
+        value=defaults.transfer_layers,
+        label="Transfer layers",
+        placeholder="all",
+        info="W+ layers taken from the inversion, e.g. 0-7 (others: G_real's mean): "
+        "fewer layers trade identity for realism. Empty: all (the paper).",
+        elem_id="layers",
+    )
+    out_format = gr.Radio(
+        choices=[
+            ("same as input", "input"),
+            ("PNG (lossless)", "png"),
+            ("JPEG", "jpg"),
+            ("WebP", "webp"),
+        ],
+        value=defaults.out_format,
+        label="Output format",
+        elem_id="format",
+    )
+    assert [v for _, v in out_format.choices] == list(OUTPUT_FORMATS)
+    settings = [
+        rendering,
+        steps,
+        coarse,
+        coarse_res,
+        fine_steps,
+        mask,
+        feather,
+        color,
+        seed,
+        layers,
+        out_format,
+    ]
+    return settings
+
+
+def _image_tab(page: _Page, settings: list[Any]) -> None:
+    """The image tab: upload renders, tick faces, run, and compare before / after."""
+    gr, config, store, workspace, jobs = page.gr, page.config, page.store, page.workspace, page.jobs
+    with gr.Tab("Image", id="image"):
+        with gr.Row():
+            with gr.Column(scale=1):
+                upload = gr.File(
+                    file_count="multiple",
+                    file_types=["image"],
+                    label=f"Apparel renders (up to {config.max_images}, {config.max_upload_mb} MB each)",
+                    elem_id="upload",
+                )
+                detected = gr.Gallery(label="Detected faces", columns=2, height=320, elem_id="detected")
+                faces = gr.CheckboxGroup(label="Faces to replace", elem_id="faces")
+                with gr.Row():
+                    run = gr.Button("Run", variant="primary", elem_id="run")
+                    cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
+            with gr.Column(scale=2):
+                status = gr.Markdown(
+                    "Upload one or more apparel renders (JPEG, PNG, WebP, TIFF).",
+                    elem_id="status",
+                )
+                pick = gr.Dropdown(label="Result", choices=[], elem_id="result-pick")
+                before_after = gr.ImageSlider(label="Before / after", type="filepath", elem_id="before-after")
+                face_tiles = gr.Gallery(
+                    label="Per face: input · reconstruction · realistic",
+                    columns=3,
+                    elem_id="face-tiles",
+                )
+                downloads = gr.File(
+                    label="Downloads (full resolution, the chosen format; latents; all as zip)",
+                    file_count="multiple",
+                    interactive=False,
+                    elem_id="downloads",
+                )
+        job_id = gr.State("")
+        results = gr.State([])
 
     def on_upload(files):
         paths = _paths(files)
@@ -163,7 +327,7 @@ def build_app(config: UIConfig):
         no = gr.skip()
         paths = _paths(files)
         try:
-            settings = settings_from(values)
+            settings = page.settings_from(values)
             if not paths:
                 raise ConfigError("upload an image first")
             selection = parse_selection(faces or [], len(paths))
@@ -193,17 +357,49 @@ def build_app(config: UIConfig):
         shown = show_result(results, ok[0] if ok else None)
         yield "\n\n".join(lines), "", picker, *shown, results
 
-    def on_cancel(job_id):
-        job = jobs.get(job_id)
-        if job is None:
-            return "Nothing is running."
-        job.cancel()
-        return "**Cancelling** at the next step…"
+    upload.change(on_upload, inputs=upload, outputs=[detected, faces, status], concurrency_limit=2)
+    run.click(
+        on_run,
+        inputs=[upload, faces, *settings],
+        outputs=[status, job_id, pick, before_after, face_tiles, downloads, results],
+        concurrency_id="work",
+        concurrency_limit=1,
+        show_progress="minimal",
+    )
+    cancel.click(page.on_cancel, inputs=job_id, outputs=status, queue=False)
+    pick.change(show_result, inputs=[results, pick], outputs=[before_after, face_tiles, downloads])
+
+
+def _batch_tab(page: _Page, settings: list[Any]) -> None:
+    """The batch tab: ``realface apply`` on a folder of the server, with its manifest."""
+    gr, config, store, jobs = page.gr, page.config, page.store, page.jobs
+    with gr.Tab("Batch", id="batch"):
+        gr.Markdown(
+            "Process a folder of the server, as `realface apply FOLDER -o OUT`: the same "
+            "manifest, so a stopped batch continues where it stopped, from here or from the "
+            f"command line. Folders are relative to `{config.batch_folder}` and must lie inside it."
+        )
+        with gr.Row():
+            batch_in = gr.Textbox(label="Input folder", elem_id="batch-in")
+            batch_out = gr.Textbox(label="Output folder", elem_id="batch-out")
+        with gr.Row():
+            batch_run = gr.Button("Run batch", variant="primary", elem_id="batch-run")
+            batch_cancel = gr.Button("Cancel", variant="stop", elem_id="batch-cancel")
+        batch_status = gr.Markdown(elem_id="batch-status")
+        batch_table = gr.Dataframe(
+            headers=MANIFEST_HEADERS,
+            column_widths=["25%", "10%", "10%", "55%"],
+            wrap=True,
+            label="Manifest",
+            interactive=False,
+            elem_id="batch-table",
+        )
+        batch_job = gr.State("")
 
     def on_batch(in_text, out_text, *values):
         no = gr.skip()
         try:
-            settings = settings_from(values)
+            settings = page.settings_from(values)
             root = config.batch_folder
             in_dir = resolve_batch_folder(root, in_text, "input folder", must_exist=True)
             out_dir = resolve_batch_folder(root, out_text, "output folder", must_exist=False)
@@ -225,6 +421,38 @@ def build_app(config: UIConfig):
             text = "**Cancelled.** Run the batch again to continue where it stopped.  \n" + text
         yield text, "", rows
 
+    batch_run.click(
+        on_batch,
+        inputs=[batch_in, batch_out, *settings],
+        outputs=[batch_status, batch_job, batch_table],
+        concurrency_id="work",
+        concurrency_limit=1,
+        show_progress="minimal",
+    )
+    batch_cancel.click(page.on_cancel, inputs=batch_job, outputs=batch_status, queue=False)
+
+
+def _models_tab(page: _Page) -> None:
+    """The models tab: which weights are present, their licences, and fetching one."""
+    gr = page.gr
+    with gr.Tab("Models", id="models"):
+        gr.Markdown(
+            "External weights: what is present, under which licence, and how to get what is "
+            "missing. Non-commercial terms are flagged."
+        )
+        weights = gr.Markdown(_weights_table, elem_id="weights-table")
+        with gr.Row():
+            from realface.weights import REGISTRY
+
+            weight_pick = gr.Dropdown(
+                choices=[r.id for r in REGISTRY.values() if not r.manual_only],
+                label="Weight",
+                elem_id="weight-pick",
+            )
+            fetch = gr.Button("Fetch", elem_id="fetch")
+            refresh = gr.Button("Refresh", elem_id="refresh")
+        weights_msg = gr.Markdown(elem_id="weights-msg")
+
     def on_weights_refresh():
         return _weights_table()
 
@@ -237,208 +465,8 @@ def build_app(config: UIConfig):
             message = _error_md(readable_error(exc))
         return message, _weights_table()
 
-    # ---- layout -------------------------------------------------------------------------------------
-
-    # Gradio's copies of uploads and results older than a week are deleted (checked hourly).
-    with gr.Blocks(title="realface", analytics_enabled=False, delete_cache=(3600, 7 * 86400)) as blocks:
-        gr.Markdown(
-            "# realface\nReplace the CG faces of apparel renders with photo-realistic faces of the same "
-            "identity. Every pixel outside the faces stays as it was."
-        )
-        gr.Markdown(_mode_line(config, store), elem_id="mode")
-        with gr.Row():
-            with gr.Column(scale=1, min_width=300):
-                gr.Markdown("### Settings")
-                defaults = Settings()
-                choices = store.rendering_choices()
-                rendering = gr.Dropdown(
-                    choices=choices,
-                    value=store.default_rendering(),
-                    label="G_rendering checkpoint",
-                    info="Your fine-tuned rendering-style generator (`realface train`, `realface export`).",
-                    elem_id="rendering",
-                )
-                steps = gr.Number(
-                    value=defaults.steps, precision=0, minimum=1, maximum=5000, label="Steps", elem_id="steps"
-                )
-                coarse = gr.Checkbox(
-                    value=defaults.coarse_to_fine,
-                    label="Coarse-to-fine (most steps at low resolution; much faster on a CPU)",
-                    elem_id="coarse",
-                )
-                coarse_res = gr.Dropdown(
-                    choices=[64, 128, 256, 512],
-                    value=defaults.coarse_resolution,
-                    label="Coarse resolution",
-                    elem_id="coarse-res",
-                )
-                fine_steps = gr.Number(
-                    value=defaults.fine_steps,
-                    precision=0,
-                    minimum=0,
-                    maximum=5000,
-                    label="Full-resolution steps at the end",
-                    elem_id="fine-steps",
-                )
-                mask = gr.Radio(
-                    choices=["auto", "landmarks", "parsing"],
-                    value=defaults.mask,
-                    label="Mask",
-                    elem_id="mask",
-                    info="parsing needs the bisenet-79999 weights; auto uses them when present",
-                )
-                feather = gr.Slider(
-                    minimum=0.0,
-                    maximum=0.05,
-                    step=0.002,
-                    value=defaults.feather,
-                    label="Feather (fraction of face size)",
-                    elem_id="feather",
-                )
-                color = gr.Checkbox(
-                    value=defaults.color_correct, label="Colour matching (Lab)", elem_id="color"
-                )
-                seed = gr.Number(value=defaults.seed, precision=0, label="Seed", elem_id="seed")
-                layers = gr.Textbox(
-                    value=defaults.transfer_layers,
-                    label="Transfer layers",
-                    placeholder="all",
-                    info="W+ layers taken from the inversion, e.g. 0-7 (others: G_real's mean): "
-                    "fewer layers trade identity for realism. Empty: all (the paper).",
-                    elem_id="layers",
-                )
-                out_format = gr.Radio(
-                    choices=[
-                        ("same as input", "input"),
-                        ("PNG (lossless)", "png"),
-                        ("JPEG", "jpg"),
-                        ("WebP", "webp"),
-                    ],
-                    value=defaults.out_format,
-                    label="Output format",
-                    elem_id="format",
-                )
-                assert [v for _, v in out_format.choices] == list(OUTPUT_FORMATS)
-                settings = [
-                    rendering,
-                    steps,
-                    coarse,
-                    coarse_res,
-                    fine_steps,
-                    mask,
-                    feather,
-                    color,
-                    seed,
-                    layers,
-                    out_format,
-                ]
-            with gr.Column(scale=3):
-                with gr.Tabs():
-                    with gr.Tab("Image", id="image"):
-                        with gr.Row():
-                            with gr.Column(scale=1):
-                                upload = gr.File(
-                                    file_count="multiple",
-                                    file_types=["image"],
-                                    label=f"Apparel renders (up to {config.max_images}, {config.max_upload_mb} MB each)",
-                                    elem_id="upload",
-                                )
-                                detected = gr.Gallery(
-                                    label="Detected faces", columns=2, height=320, elem_id="detected"
-                                )
-                                faces = gr.CheckboxGroup(label="Faces to replace", elem_id="faces")
-                                with gr.Row():
-                                    run = gr.Button("Run", variant="primary", elem_id="run")
-                                    cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
-                            with gr.Column(scale=2):
-                                status = gr.Markdown(
-                                    "Upload one or more apparel renders (JPEG, PNG, WebP, TIFF).",
-                                    elem_id="status",
-                                )
-                                pick = gr.Dropdown(label="Result", choices=[], elem_id="result-pick")
-                                before_after = gr.ImageSlider(
-                                    label="Before / after", type="filepath", elem_id="before-after"
-                                )
-                                face_tiles = gr.Gallery(
-                                    label="Per face: input · reconstruction · realistic",
-                                    columns=3,
-                                    elem_id="face-tiles",
-                                )
-                                downloads = gr.File(
-                                    label="Downloads (full resolution, the chosen format; latents; all as zip)",
-                                    file_count="multiple",
-                                    interactive=False,
-                                    elem_id="downloads",
-                                )
-                        job_id = gr.State("")
-                        results = gr.State([])
-                    with gr.Tab("Batch", id="batch"):
-                        gr.Markdown(
-                            "Process a folder of the server, as `realface apply FOLDER -o OUT`: the same "
-                            "manifest, so a stopped batch continues where it stopped, from here or from the "
-                            f"command line. Folders are relative to `{config.batch_folder}` and must lie inside it."
-                        )
-                        with gr.Row():
-                            batch_in = gr.Textbox(label="Input folder", elem_id="batch-in")
-                            batch_out = gr.Textbox(label="Output folder", elem_id="batch-out")
-                        with gr.Row():
-                            batch_run = gr.Button("Run batch", variant="primary", elem_id="batch-run")
-                            batch_cancel = gr.Button("Cancel", variant="stop", elem_id="batch-cancel")
-                        batch_status = gr.Markdown(elem_id="batch-status")
-                        batch_table = gr.Dataframe(
-                            headers=MANIFEST_HEADERS,
-                            column_widths=["25%", "10%", "10%", "55%"],
-                            wrap=True,
-                            label="Manifest",
-                            interactive=False,
-                            elem_id="batch-table",
-                        )
-                        batch_job = gr.State("")
-                    with gr.Tab("Models", id="models"):
-                        gr.Markdown(
-                            "External weights: what is present, under which licence, and how to get what is "
-                            "missing. Non-commercial terms are flagged."
-                        )
-                        weights = gr.Markdown(_weights_table, elem_id="weights-table")
-                        with gr.Row():
-                            from realface.weights import REGISTRY
-
-                            weight_pick = gr.Dropdown(
-                                choices=[r.id for r in REGISTRY.values() if not r.manual_only],
-                                label="Weight",
-                                elem_id="weight-pick",
-                            )
-                            fetch = gr.Button("Fetch", elem_id="fetch")
-                            refresh = gr.Button("Refresh", elem_id="refresh")
-                        weights_msg = gr.Markdown(elem_id="weights-msg")
-
-        upload.change(on_upload, inputs=upload, outputs=[detected, faces, status], concurrency_limit=2)
-        run.click(
-            on_run,
-            inputs=[upload, faces, *settings],
-            outputs=[status, job_id, pick, before_after, face_tiles, downloads, results],
-            concurrency_id="work",
-            concurrency_limit=1,
-            show_progress="minimal",
-        )
-        cancel.click(on_cancel, inputs=job_id, outputs=status, queue=False)
-        pick.change(show_result, inputs=[results, pick], outputs=[before_after, face_tiles, downloads])
-        batch_run.click(
-            on_batch,
-            inputs=[batch_in, batch_out, *settings],
-            outputs=[batch_status, batch_job, batch_table],
-            concurrency_id="work",
-            concurrency_limit=1,
-            show_progress="minimal",
-        )
-        batch_cancel.click(on_cancel, inputs=batch_job, outputs=batch_status, queue=False)
-        refresh.click(on_weights_refresh, outputs=weights)
-        fetch.click(on_fetch, inputs=weight_pick, outputs=[weights_msg, weights], concurrency_limit=1)
-
-    theme = gr.themes.Default(
-        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
-    )
-    return blocks, theme, workspace
+    refresh.click(on_weights_refresh, outputs=weights)
+    fetch.click(on_fetch, inputs=weight_pick, outputs=[weights_msg, weights], concurrency_limit=1)
 
 
 def _weights_table() -> str:
