@@ -6,19 +6,22 @@ the Gradio page. Gradio is an optional dependency (``pip install 'realface[ui]'`
 only when the page is built.
 """
 
+from typing import Any
+
 from realface.ui.config import Settings, UIConfig
+from realface.ui.files import Workspace
 
 __all__ = ["UIConfig", "Settings", "launch", "build_app"]
 
 
-def launch(config: UIConfig, block: bool = True):
+def launch(config: UIConfig, block: bool = True) -> Any:
     """Serve the page (see :func:`realface.ui.app.launch`)."""
     from realface.ui.app import launch as _launch
 
     return _launch(config, block=block)
 
 
-def build_app(config: UIConfig):
+def build_app(config: UIConfig) -> tuple[Any, Any, Workspace]:
     """The Gradio Blocks of the page, not launched (see :func:`realface.ui.app.build_app`)."""
     from realface.ui.app import build_app as _build
 

@@ -12,8 +12,9 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from realface.errors import Cancelled, ConfigError, RealFaceError
 from realface.ui.jobs import (
     OUTPUT_FORMATS,
     ImageRun,
+    Job,
     JobRegistry,
     ModelStore,
     Settings,
@@ -67,7 +69,7 @@ CSS = """
 """
 
 
-def _import_gradio(workspace: Workspace):
+def _import_gradio(workspace: Workspace) -> Any:
     """Import Gradio with its uploads kept in the app's folder and its analytics off."""
     os.environ["GRADIO_TEMP_DIR"] = str(workspace.uploads)
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -98,7 +100,7 @@ def _paths(files: Any) -> list[str]:
     return [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in files]
 
 
-def _follow(jobs: JobRegistry, job, thread) -> Iterator[str]:
+def _follow(jobs: JobRegistry, job: Job, thread: threading.Thread) -> Generator[str, None, None]:
     """The job's status every ``POLL_SECONDS`` until its thread ends. Closed early (the page went away),
     it cancels the job so the work stops too."""
     try:
@@ -312,7 +314,7 @@ def _image_tab(page: _Page, settings: list[Any]) -> None:
             head += " Untick the faces to leave as they are, then press **Run**."
         return gallery, gr.update(choices=choices, value=[v for _, v in choices]), "\n\n".join([head, *notes])
 
-    def show_result(results: list[dict], pick):
+    def show_result(results: list[dict], pick: Any) -> tuple[Any, list[Any], list[Any]]:
         if not results:
             return None, [], []
         index = int(pick) if pick is not None and str(pick).isdigit() and int(pick) < len(results) else 0
@@ -342,11 +344,11 @@ def _image_tab(page: _Page, settings: list[Any]) -> None:
             for text in statuses:
                 yield text, job.id, no, no, no, no, no
         if "error" in box:
-            exc = box["error"]
-            if isinstance(exc, Cancelled):
+            error = box["error"]
+            if isinstance(error, Cancelled):
                 yield "**Cancelled.** Nothing was written for the unfinished image.", "", no, no, no, no, no
             else:
-                yield _error_md(readable_error(exc)), "", no, no, no, no, no
+                yield _error_md(readable_error(error)), "", no, no, no, no, no
             return
         run_dir, runs = box["result"]
         results = [r.to_dict() for r in runs]
@@ -518,7 +520,7 @@ def _check_port(host: str, port: int) -> None:
             ) from None
 
 
-def launch(config: UIConfig, block: bool = True):
+def launch(config: UIConfig, block: bool = True) -> Any:
     """Build and serve the page. ``block=False`` returns at once (the server runs in a thread)."""
     _check_port(config.host, config.port)
     blocks, theme, workspace = build_app(config)
@@ -557,10 +559,10 @@ class HostCheck:
     """ASGI middleware against DNS rebinding: a request whose ``Host`` header names another host is
     answered 421 with a plain-text reason, before the app sees it."""
 
-    def __init__(self, app, allowed: frozenset[str] | None) -> None:
+    def __init__(self, app: Any, allowed: frozenset[str] | None) -> None:
         self.app, self.allowed = app, allowed
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self.allowed is not None and scope["type"] in ("http", "websocket"):
             headers = dict(scope.get("headers") or [])
             name = _host_name(headers.get(b"host", b"").decode("latin-1"))
@@ -584,7 +586,7 @@ class HostCheck:
         await self.app(scope, receive, send)
 
 
-def _serve(blocks, config: UIConfig, theme, workspace: Workspace, block: bool):
+def _serve(blocks: Any, config: UIConfig, theme: Any, workspace: Workspace, block: bool) -> Any:
     from starlette.middleware import Middleware
 
     return blocks.launch(

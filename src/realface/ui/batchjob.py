@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from realface.errors import ConfigError
 from realface.ui.config import Settings, UIConfig
 from realface.ui.files import within
 from realface.ui.models import ModelStore
 from realface.ui.progress import Job
+
+if TYPE_CHECKING:
+    from realface.batch import BatchSummary
 
 __all__ = ["manifest_rows", "run_folder"]
 
@@ -21,7 +24,7 @@ def run_folder(
     settings: Settings,
     input_dir: Path,
     output_dir: Path,
-):
+) -> BatchSummary:
     """``realface apply INPUT -o OUTPUT`` from the page: the same manifest, resume and config hash
     (a run started here can be continued from the command line and back). Returns the summary."""
     from realface.batch import collect_inputs

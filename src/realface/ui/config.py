@@ -6,12 +6,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from realface.errors import ConfigError, RealFaceError
 from realface.face import BlendConfig, MaskConfig
 from realface.imageio import DEFAULT_MAX_PIXELS
 from realface.invert import InvertConfig
+
+if TYPE_CHECKING:
+    from realface.pipeline import ApplyConfig
 
 __all__ = ["BASELINE", "OUTPUT_FORMATS", "Settings", "UIConfig", "readable_error"]
 
@@ -121,7 +124,7 @@ class Settings:
             clean[key] = value
         return cls(**clean)
 
-    def apply_config(self, batch_size: int, max_pixels: int, save_all: bool):
+    def apply_config(self, batch_size: int, max_pixels: int, save_all: bool) -> ApplyConfig:
         """The :class:`realface.pipeline.ApplyConfig` of these settings. ``save_all``: also keep the
         aligned input, reconstruction, realistic face and latent of every face (the image tab)."""
         from realface.pipeline import ApplyConfig, SaveOptions, parse_layers

@@ -19,10 +19,16 @@ import secrets
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from realface.errors import ConfigError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from realface.face import Face
 
 __all__ = [
     "PREVIEW_SIDE",
@@ -84,7 +90,7 @@ PREVIEW_SIDE = 2048
 """Longest side of the images shown in the page (downloads keep the full resolution)."""
 
 
-def _shrink(rgb: np.ndarray, max_side: int):
+def _shrink(rgb: np.ndarray, max_side: int) -> tuple[Image.Image, float]:
     """``(PIL image at most max_side px, scale)`` of an 8-bit RGB array."""
     from PIL import Image
 
@@ -92,7 +98,7 @@ def _shrink(rgb: np.ndarray, max_side: int):
     scale = min(1.0, max_side / max(img.size))
     if scale < 1:
         size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-        img = img.resize(size, Image.BILINEAR)
+        img = img.resize(size, Image.Resampling.BILINEAR)
     return img, scale
 
 
@@ -106,7 +112,7 @@ def write_preview(rgb: np.ndarray, path: Path, max_side: int = PREVIEW_SIDE) -> 
     return path
 
 
-def draw_faces(rgb: np.ndarray, faces, max_side: int = 1024) -> np.ndarray:
+def draw_faces(rgb: np.ndarray, faces: Sequence[Face], max_side: int = 1024) -> np.ndarray:
     """A preview: the image (at most ``max_side`` px) with each face's box and index."""
     from PIL import ImageDraw
 

@@ -10,7 +10,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from realface.errors import Cancelled, ConfigError, RealFaceError
 from realface.ui.config import Settings, UIConfig, readable_error
@@ -18,12 +18,15 @@ from realface.ui.files import Workspace, draw_faces, unique_stems, write_preview
 from realface.ui.models import ModelStore
 from realface.ui.progress import Job
 
+if TYPE_CHECKING:
+    from realface.face import Face
+
 __all__ = ["Detection", "ImageRun", "detect_preview", "face_choice", "parse_selection", "run_images"]
 
 log = logging.getLogger(__name__)
 
 
-def _face_label(name: str, index: int, face) -> str:
+def _face_label(name: str, index: int, face: Face) -> str:
     left, top, right, bottom = face.box
     return f"{name} · face {index} ({right - left + 1} px)"
 

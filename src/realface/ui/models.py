@@ -6,10 +6,15 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from realface.errors import ConfigError
 from realface.ui.config import BASELINE, UIConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from realface.pipeline import ApplyConfig, RealFace
 
 __all__ = ["ModelStore"]
 
@@ -21,10 +26,10 @@ class ModelStore:
         self.config = config
         self._lock = threading.Lock()
         self._nets: dict[str, Any] = {}
-        self._device = None
+        self._device: torch.device | None = None
 
     @property
-    def device(self):
+    def device(self) -> torch.device:
         if self._device is None:
             from realface.utils.device import resolve_device
 
@@ -66,7 +71,7 @@ class ModelStore:
                 self._nets[key] = load()
             return self._nets[key]
 
-    def job(self, rendering: str, apply_config):
+    def job(self, rendering: str, apply_config: ApplyConfig) -> RealFace:
         """A :class:`realface.pipeline.RealFace` for the chosen checkpoint (networks loaded once)."""
         from realface.checkpoints import load_generator
         from realface.nn.lpips import load_lpips_vgg

@@ -68,7 +68,7 @@ class Job:
     def end_item(self) -> None:
         self.item_seconds.append(time.monotonic() - self.item_started)
 
-    def step_callback(self, step: int, total: int, loss) -> None:
+    def step_callback(self, step: int, total: int, loss: Any) -> None:
         self.phase = "inverting"
         self.step, self.steps = step + 1, total
         self.loss = float(loss.mean())
