@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from realface.cli import app
-from realface.cli.common import DEVICE_OPT, PROGRESS_OPT, config_option, default_of
+from realface.cli.common import DEVICE_OPT, LPIPS_VGG_OPT, PROGRESS_OPT, config_option, default_of
 from realface.errors import ConfigError
 from realface.metrics.consistency import ConsistencyConfig
 from realface.metrics.fid import FIDConfig, GeneratorSamplingConfig
@@ -181,9 +181,7 @@ def similarity_cmd(
         "--size",
         help="Resize both images to SIZE x SIZE (0: compare at native size).",
     ),
-    lpips_vgg: Path = typer.Option(
-        None, "--lpips-vgg", help="torchvision VGG16 state dict (default: registry)."
-    ),
+    lpips_vgg: Path = LPIPS_VGG_OPT,
     lpips_heads: Path = typer.Option(None, "--lpips-heads", help="LPIPS v0.1 VGG heads (default: registry)."),
     batch: int = config_option(SimilarityConfig, "batch_size", "--batch", help="Pairs per forward pass."),
     device: str = DEVICE_OPT,
