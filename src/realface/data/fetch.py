@@ -68,9 +68,7 @@ class FetchConfig:
             raise ValueError(f"max_bytes must be positive; got {self.max_bytes}")
 
     def policy(self) -> http.RetryPolicy:
-        """These settings as the HTTP core's :class:`~realface.utils.http.RetryPolicy`: retries are
-        logged at debug level (a build reports failed URLs itself), and progress resets the failure
-        count at most ``4 * (retries + 1)`` times in all."""
+        """The HTTP core's policy: quiet retries (a build reports failures), ``4 * (retries + 1)`` attempts at most."""
         return http.RetryPolicy(
             self.timeout,
             self.retries,
@@ -174,9 +172,9 @@ def fetch_url(
             max_bytes=config.max_bytes,
             before_attempt=lambda: pace.wait(host),
         )
-    except (http.TransferError, http.PartWriteError) as exc:
+    except http.TransferError as exc:
         raise FetchError(f"{url}: {exc}") from None
-    except OSError as exc:  # the part file could not be resized or removed
+    except OSError as exc:  # writing the part file
         raise FetchError(f"{url}: cannot write {part} ({exc.strerror or exc})") from None
     digest = _check_hash(part, sha256, url)
     http.promote(part, dest)

@@ -1,24 +1,14 @@
 """One HTTP core for every download: a streamed GET into ``<file>.part``, resumed, retried, bounded.
 
-:func:`download` moves the body of one URL into a part file; its callers add their policy on top:
-:mod:`realface.weights.download` (a record's mirrors, its allowed hosts, size and hash) and
-:mod:`realface.data.fetch` (a per-host rate limit, the listed sha256). Only the standard library's
-``urllib`` is used, so the usual proxy variables (``https_proxy``, ``no_proxy``) apply.
-
-Protocol of one URL:
-
-- an attempt appends to the part file with ``Range: bytes=N-`` when it holds N bytes; a ``206`` for
-  another range, or a ``416`` that does not say the part is already whole, deletes the part and starts
-  over; a ``200`` answer restarts it;
-- connection errors, time-outs, HTTP 408/425/429/5xx and a body cut short are retried with exponential
-  back-off (±25 % jitter; a ``Retry-After`` header is honoured up to the ceiling). An attempt that added
-  bytes resets the failure count, because the next one resumes where it stopped;
-- HTTP 4xx, an unresolvable host name, a refused redirect and a wrong size end the URL at once
-  (:class:`TransferError`);
-- no more than ``max_bytes`` (or exactly ``size``) bytes are accepted: a larger announced length is
-  refused before any byte is stored, and a body that runs past the limit is deleted (:class:`BadSize`).
-
-Verifying the content and renaming the part into place (:func:`promote`) is the caller's work.
+:func:`download` moves the body of one URL into a part file; the callers add their policy on top
+(:mod:`realface.weights.download`: mirrors, allowed hosts, size and hash; :mod:`realface.data.fetch`:
+a per-host rate limit, the listed sha256) and verify and :func:`promote` the part themselves. Only
+``urllib`` is used, so the proxy variables (``https_proxy``, ``no_proxy``) apply. Bytes already in the
+part are resumed with ``Range`` (a ``200`` answer restarts, a wrong ``206`` range deletes the part);
+connection errors, time-outs, HTTP 408/425/429/5xx and a body cut short are retried with back-off (an
+attempt that added bytes resets the count); HTTP 4xx, an unknown host, a refused redirect and a wrong
+size end the URL at once. A length over the limit is refused before any byte is stored, a body that
+runs past it is deleted.
 """
 
 from __future__ import annotations
@@ -47,7 +37,6 @@ __all__ = [
     "RetryPolicy",
     "TransferError",
     "BadSize",
-    "PartWriteError",
     "Opener",
     "open_url",
     "user_agent",
@@ -104,14 +93,8 @@ class TransferError(Exception):
 
 
 class BadSize(TransferError):
-    """The server announced, or sent, more bytes than accepted (or, with an exact ``size``, another count).
-
-    Attributes:
-        announced: the length the server announced, or ``None`` when the body itself ran past ``limit``
-            (the part file is then deleted).
-        limit: the exact size expected (``exact``) or the most bytes accepted.
-        exact: whether ``limit`` is the exact size.
-    """
+    """The server announced (``announced``), or sent (``announced`` is ``None``; the part is then deleted),
+    more bytes than the ``limit`` accepted, or with ``exact`` another count than that exact size."""
 
     def __init__(self, announced: int | None, limit: int, exact: bool) -> None:
         if announced is None:
@@ -122,10 +105,6 @@ class BadSize(TransferError):
             text = f"the server announces {announced:,} bytes, more than the limit of {limit:,}"
         super().__init__(text)
         self.announced, self.limit, self.exact = announced, limit, exact
-
-
-class PartWriteError(Exception):
-    """The part file could not be written (disk full, permissions); the message names it."""
 
 
 class _Retry(Exception):
@@ -162,7 +141,7 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         host = (target.hostname or "").lower()
         if self.hosts is not None and host not in self.hosts:
             allowed = ", ".join(sorted(self.hosts))
-            raise TransferError(f"refused a redirect to host {host!r} (this record allows: {allowed})")
+            raise TransferError(f"refused a redirect to host {host!r} (allowed: {allowed})")
         if len(getattr(req, "redirect_dict", {})) >= MAX_REDIRECTS:
             raise TransferError(f"more than {MAX_REDIRECTS} redirects; gave up at {newurl}")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
@@ -191,12 +170,10 @@ def _size(path: Path) -> int:
 
 def _retry_after(value: str | None) -> float | None:
     """Seconds asked for by a ``Retry-After`` header (a number or an HTTP date), or ``None``."""
-    if not value:
-        return None
-    if value.strip().isdigit():
+    if value and value.strip().isdigit():
         return float(value.strip())
     with contextlib.suppress(TypeError, ValueError):
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+        return max(0.0, email.utils.parsedate_to_datetime(value or "").timestamp() - time.time())
     return None
 
 
@@ -228,11 +205,12 @@ def download(
     Raises:
         TransferError: HTTP 4xx, no such host, a refused redirect, a bad size (:class:`BadSize`) or
             retries exhausted; the message says why, without the URL.
-        PartWriteError: the part file could not be written.
+        OSError: the part file could not be written (disk full, permissions).
     """
     if urllib.parse.urlparse(url).scheme not in ("http", "https"):
         raise TransferError("only http and https URLs are downloaded")
     limit = size if size is not None else max_bytes
+    job = _Transfer(url, part, policy, user_agent(purpose), limit, size is not None, opener, progress)
     failures = attempts = 0
     while True:
         attempts += 1
@@ -242,8 +220,7 @@ def download(
         if before_attempt is not None:
             before_attempt()
         try:
-            _attempt(url, part, policy, purpose, limit, size is not None, opener, progress)
-            return
+            return job.attempt()
         except _Retry as exc:
             failures = 1 if _size(part) > before else failures + 1
             if failures > policy.retries:
@@ -253,131 +230,118 @@ def download(
             time.sleep(delay)
 
 
-def _attempt(
-    url: str,
-    part: Path,
-    policy: RetryPolicy,
-    purpose: str,
-    limit: int,
-    exact: bool,
-    opener: Opener,
-    progress: str | None,
-) -> None:
-    """One request, appending to ``part`` (resumed with ``Range``) or restarting it; returns when the body
-    is complete, raises :class:`_Retry` or :class:`TransferError` otherwise."""
-    have = _size(part)
-    if have > limit:
-        log.warning("%s holds more than the %s bytes accepted; starting over", part, f"{limit:,}")
-        part.unlink()
-        have = 0
-    if exact and have == limit:
-        return  # an earlier attempt finished the body but did not get to verify it
-    request = urllib.request.Request(
-        url, headers={"User-Agent": user_agent(purpose), "Accept-Encoding": "identity"}
-    )
-    if have:
-        request.add_header("Range", f"bytes={have}-")
-    try:
-        response = opener(request, policy.timeout)
-    except urllib.error.HTTPError as exc:
-        after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-        exc.close()
-        if exc.code == 416 and have:
-            match = _CONTENT_RANGE_416_RE.match(exc.headers.get("Content-Range", "") or "")
-            if match and int(match.group(1)) == have:
-                return  # the part file already holds the whole body
-            part.unlink()
-            raise _Retry(f"HTTP 416 for a resume at byte {have}; starting over") from None
-        if exc.code >= 500 or exc.code in _RETRY_CODES:
-            raise _Retry(f"HTTP {exc.code} {exc.reason}", after) from None
-        raise TransferError(f"HTTP {exc.code} {exc.reason}") from None
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, socket.gaierror):  # the host name does not resolve: no retry helps
-            raise TransferError(f"cannot resolve the host ({exc.reason})") from None
-        raise _Retry(f"{type(exc).__name__}: {exc.reason}") from None
-    except ValueError as exc:  # a malformed URL (port, host)
-        raise TransferError(f"invalid URL ({exc})") from None
-    except (OSError, http.client.HTTPException) as exc:
-        raise _Retry(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
+@dataclass(frozen=True)
+class _Transfer:
+    """One URL into one part file; ``limit`` is the exact size when ``exact``, else the most bytes accepted."""
 
-    with response:
-        length_header = response.headers.get("Content-Length")
-        length = int(length_header) if length_header and length_header.isdigit() else None
-        if have and response.status == 206:
-            match = _CONTENT_RANGE_RE.match(response.headers.get("Content-Range", "") or "")
-            if not match or int(match.group(1)) != have:
-                part.unlink()
-                raise _Retry(
-                    f"the server answered the resume at byte {have} with another range; starting over"
-                )
-            mode = "ab"
-            total = int(match.group(3)) if match.group(3) != "*" else None
-        elif response.status == 200:
-            if have:
-                log.info("%s: the server does not resume downloads; starting over", url)
-            have, mode, total = 0, "wb", length
-        else:
-            raise _Retry(f"unexpected HTTP status {response.status}")
-        if total is None and length is not None:
-            total = have + length
-        if total is not None and (total > limit or (exact and total != limit)):
-            raise BadSize(total, limit, exact)
-        received = _write_body(response, part, mode, have, total, limit, exact, policy.chunk_size, progress)
+    url: str
+    part: Path
+    policy: RetryPolicy
+    agent: str
+    limit: int
+    exact: bool
+    opener: Opener
+    progress: str | None
+
+    def attempt(self) -> None:
+        """One request, appending to the part (resumed with ``Range``) or restarting it; returns when the
+        body is complete, raises :class:`_Retry` or :class:`TransferError` otherwise."""
+        have = _size(self.part)
+        if have > self.limit:
+            log.warning(
+                "%s holds more than the %s bytes accepted; starting over", self.part, f"{self.limit:,}"
+            )
+            self.part.unlink()
+            have = 0
+        if self.exact and have == self.limit:
+            return  # an earlier attempt finished the body but did not get to verify it
+        request = urllib.request.Request(
+            self.url, headers={"User-Agent": self.agent, "Accept-Encoding": "identity"}
+        )
+        if have:
+            request.add_header("Range", f"bytes={have}-")
+        with self._open(request, have) as response:
+            if response is None:
+                return  # HTTP 416 for a resume at the very end: the part file holds the whole body
+            length_header = response.headers.get("Content-Length")
+            length = int(length_header) if length_header and length_header.isdigit() else None
+            total = have + length if length is not None else None
+            if have and response.status == 206:
+                match = _CONTENT_RANGE_RE.match(response.headers.get("Content-Range", "") or "")
+                if not match or int(match.group(1)) != have:
+                    self.part.unlink()
+                    raise _Retry(
+                        f"the server answered the resume at byte {have} with another range; starting over"
+                    )
+                mode, total = "ab", int(match.group(3)) if match.group(3) != "*" else total
+            elif response.status == 200:
+                if have:
+                    log.info("%s: the server does not resume downloads; starting over", self.url)
+                have, mode, total = 0, "wb", length
+            else:
+                raise _Retry(f"unexpected HTTP status {response.status}")
+            if total is not None and (total > self.limit or (self.exact and total != self.limit)):
+                raise BadSize(total, self.limit, self.exact)
+            received = self._write_body(response, mode, have, total)
         if length is not None and received < length:
             raise _Retry(f"connection closed after {have + received:,} of {have + length:,} bytes")
 
-
-def _write_body(
-    response: Any,
-    part: Path,
-    mode: str,
-    have: int,
-    total: int | None,
-    limit: int,
-    exact: bool,
-    chunk_size: int,
-    progress: str | None,
-) -> int:
-    """Stream the response into ``part`` (fsynced); return the bytes received."""
-    received = 0
-    bar = tqdm(
-        total=total,
-        initial=have,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        desc=progress,
-        disable=progress is None,
-    )
-    try:
-        f: IO[bytes] = open(part, mode)  # closed below, before a deletion
-    except OSError as exc:
-        bar.close()
-        raise PartWriteError(f"cannot write {part}: {exc}") from None
-    with bar, f:
-        while True:
-            try:
-                chunk = response.read(chunk_size)
-            except (OSError, http.client.HTTPException) as exc:
-                raise _Retry(f"connection lost after {have + received:,} bytes ({exc})") from None
-            if not chunk:
-                break
-            try:
-                f.write(chunk)
-            except OSError as exc:
-                raise PartWriteError(f"cannot write {part}: {exc}") from None
-            received += len(chunk)
-            bar.update(len(chunk))
-            if have + received > limit:
-                f.close()
-                part.unlink()
-                raise BadSize(None, limit, exact)
+    def _open(self, request: urllib.request.Request, have: int) -> Any:
+        """The response, or ``contextlib.nullcontext()`` when a 416 says the part is already complete."""
         try:
+            return self.opener(request, self.policy.timeout)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            headers: Any = exc.headers or {}
+            if exc.code == 416 and have:
+                match = _CONTENT_RANGE_416_RE.match(headers.get("Content-Range", "") or "")
+                if match and int(match.group(1)) == have:
+                    return contextlib.nullcontext()
+                self.part.unlink()
+                raise _Retry(f"HTTP 416 for a resume at byte {have}; starting over") from None
+            if exc.code >= 500 or exc.code in _RETRY_CODES:
+                raise _Retry(
+                    f"HTTP {exc.code} {exc.reason}", _retry_after(headers.get("Retry-After"))
+                ) from None
+            raise TransferError(f"HTTP {exc.code} {exc.reason}") from None
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, socket.gaierror):  # the host name does not resolve: no retry helps
+                raise TransferError(f"cannot resolve the host ({exc.reason})") from None
+            raise _Retry(f"URLError: {exc.reason}") from None
+        except ValueError as exc:  # a malformed URL (port, host)
+            raise TransferError(f"invalid URL ({exc})") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise _Retry(f"{type(exc).__name__}: {exc}") from None
+
+    def _write_body(self, response: Any, mode: str, have: int, total: int | None) -> int:
+        """Stream the response into the part file (then fsync it); return the bytes received."""
+        received = 0
+        bar = tqdm(
+            total=total,
+            initial=have,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=self.progress,
+            disable=self.progress is None,
+        )
+        with bar, open(self.part, mode) as f:
+            while have + received <= self.limit:
+                try:
+                    chunk = response.read(self.policy.chunk_size)
+                except (OSError, http.client.HTTPException) as exc:
+                    raise _Retry(f"connection lost after {have + received:,} bytes ({exc})") from None
+                if not chunk:
+                    break
+                f.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
             f.flush()
             os.fsync(f.fileno())
-        except OSError as exc:
-            raise PartWriteError(f"cannot write {part}: {exc}") from None
-    return received
+        if have + received > self.limit:
+            self.part.unlink()
+            raise BadSize(None, self.limit, self.exact)
+        return received
 
 
 def promote(part: Path, dest: Path) -> None:

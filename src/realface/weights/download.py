@@ -25,21 +25,12 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class DownloadOptions:
-    """Network behaviour of downloads.
+class DownloadOptions(http.RetryPolicy):
+    """Network behaviour of weight downloads: a :class:`~realface.utils.http.RetryPolicy` with defaults for
+    large files (timeout 30 s, 5 retries, backoff 1 s doubled up to 60 s, 1 MiB chunks, no bound on attempts
+    that make progress; retries logged as warnings)."""
 
-    Attributes:
-        timeout: seconds to wait for a connection or for the next bytes of a response (default 30).
-        retries: attempts per URL after a failure that made no progress (default 5); a failure after
-            bytes arrived resets the count, because the next attempt resumes where it stopped.
-        backoff: first wait in seconds before a retry, doubled per failure (default 1), with jitter.
-        max_backoff: ceiling of a single wait (default 60).
-        chunk_size: bytes read per call (default 1 MiB).
-    """
-
-    timeout: float = 30.0
     retries: int = 5
-    backoff: float = 1.0
     max_backoff: float = 60.0
     chunk_size: int = 1 << 20
 
@@ -60,11 +51,6 @@ class DownloadOptions:
                 except ValueError:
                     raise DownloadError(f"{var}={value!r} is not a valid {typ.__name__}") from None
         return cls(**kw)
-
-    def policy(self) -> http.RetryPolicy:
-        """These options as the HTTP core's :class:`~realface.utils.http.RetryPolicy` (retries are logged
-        as warnings: a user waits for this file)."""
-        return http.RetryPolicy(self.timeout, self.retries, self.backoff, self.max_backoff, self.chunk_size)
 
 
 UNKNOWN_SIZE_FACTOR = 2.0
@@ -107,12 +93,13 @@ def _size_problem(record: WeightRecord, exc: http.BadSize) -> str:
 def _download_url(
     url: str, part: Path, record: WeightRecord, options: DownloadOptions, progress: bool
 ) -> None:
-    """One mirror into ``part``; raises :class:`~realface.utils.http.TransferError` when it cannot deliver."""
+    """One mirror into ``part``; raises :class:`~realface.utils.http.TransferError` when it cannot deliver
+    (and ``OSError`` when the part cannot be written)."""
     try:
         http.download(
             url,
             part,
-            options.policy(),
+            options,
             purpose="weights download",
             max_bytes=byte_limit(record),
             size=record.size,
@@ -121,8 +108,6 @@ def _download_url(
         )
     except http.BadSize as exc:
         raise http.TransferError(_size_problem(record, exc)) from None
-    except http.PartWriteError as exc:
-        raise DownloadError(str(exc)) from None
 
 
 def _check_part(record: WeightRecord, part: Path) -> tuple[str, str]:
