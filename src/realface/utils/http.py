@@ -27,6 +27,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -53,6 +54,7 @@ MAX_REDIRECTS = 5
 _CONTENT_RANGE_RE = re.compile(r"^bytes\s+(\d+)-(\d+)/(\d+|\*)$")
 _CONTENT_RANGE_416_RE = re.compile(r"^bytes\s+\*/(\d+)$")
 _RETRY_CODES = (408, 425, 429)  # and every 5xx
+_bytes_bar = partial(tqdm, unit="B", unit_scale=True, unit_divisor=1024)
 
 Opener = Callable[[urllib.request.Request, float], Any]
 """Opens a request with a time-out and returns the response (``urllib``'s ``OpenerDirector.open``)."""
@@ -316,15 +318,7 @@ class _Transfer:
     def _write_body(self, response: Any, mode: str, have: int, total: int | None) -> int:
         """Stream the response into the part file (then fsync it); return the bytes received."""
         received = 0
-        bar = tqdm(
-            total=total,
-            initial=have,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=self.progress,
-            disable=self.progress is None,
-        )
+        bar = _bytes_bar(total=total, initial=have, desc=self.progress, disable=self.progress is None)
         with bar, open(self.part, mode) as f:
             while have + received <= self.limit:
                 try:
