@@ -68,7 +68,8 @@ class FetchConfig:
             raise ValueError(f"max_bytes must be positive; got {self.max_bytes}")
 
     def policy(self) -> http.RetryPolicy:
-        """The HTTP core's policy: quiet retries (a build reports failures), ``4 * (retries + 1)`` attempts at most."""
+        """The HTTP core's policy: retries logged at debug level (a build reports its failures itself),
+        and at most ``4 * (retries + 1)`` attempts in all (progress resets the failure count)."""
         return http.RetryPolicy(
             self.timeout,
             self.retries,

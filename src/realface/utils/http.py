@@ -83,7 +83,7 @@ class RetryPolicy:
     log_level: int = logging.WARNING
 
     def delay(self, failures: int, after: float | None = None) -> float:
-        """Seconds to wait after the ``failures``-th failure in a row; ``after``: the server's ``Retry-After``."""
+        """Seconds to wait after the ``failures``-th failure in a row; ``after``: a ``Retry-After``."""
         delay = min(self.max_backoff, self.backoff * 2 ** max(failures - 1, 0)) * (
             0.75 + 0.5 * random.random()
         )
@@ -234,7 +234,7 @@ def download(
 
 @dataclass(frozen=True)
 class _Transfer:
-    """One URL into one part file; ``limit`` is the exact size when ``exact``, else the most bytes accepted."""
+    """One URL into one part file; ``limit``: the exact size when ``exact``, else the most bytes accepted."""
 
     url: str
     part: Path

@@ -87,7 +87,10 @@ def _size_problem(record: WeightRecord, exc: http.BadSize) -> str:
             f"server sent more than the {exc.limit:,} bytes accepted for {record.id!r} ({why}); "
             "the partial file was deleted"
         )
-    return f"server announces {exc.announced:,} bytes, more than the {exc.limit:,} accepted for {record.id!r} ({why})"
+    return (
+        f"server announces {exc.announced:,} bytes, more than the {exc.limit:,} accepted for {record.id!r} "
+        f"({why})"
+    )
 
 
 def _download_url(
