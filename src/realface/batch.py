@@ -538,7 +538,7 @@ def remove_stale_temporaries(outdir: str | os.PathLike) -> list[Path]:
     """Delete the temporary files that an interrupted atomic write left in ``outdir`` (recursively)
     and return them. Only call this while holding the folder's batch lock."""
     removed = []
-    for dirpath, _dirnames, filenames in os.walk(outdir):
+    for dirpath, _dirnames, filenames in os.walk(Path(outdir)):
         for name in filenames:
             if _ATOMIC_TEMP.match(name):
                 path = Path(dirpath) / name
@@ -978,12 +978,20 @@ def _run_item(
     error: str | None = None
     try:
         st = item.input.stat()
-        fingerprint = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        size, mtime_ns = st.st_size, st.st_mtime_ns
     except OSError as exc:
-        fingerprint = {"size": -1, "mtime_ns": -1}
+        size, mtime_ns = -1, -1
         error = f"cannot read input {item.input}: {exc.strerror or exc}"
-    base = dict(key=item.key, input=str(item.input), config_hash=config_hash, **fingerprint)
-    manifest.append(ManifestRecord(status="started", time=_now(), **base))
+    started = ManifestRecord(
+        key=item.key,
+        input=str(item.input),
+        size=size,
+        mtime_ns=mtime_ns,
+        status="started",
+        time=_now(),
+        config_hash=config_hash,
+    )
+    manifest.append(started)
     log.debug("processing %s (%s)", item.key, reason)
 
     t0 = time.monotonic()
@@ -1004,9 +1012,13 @@ def _run_item(
     seconds = time.monotonic() - t0
 
     if error is None:
-        manifest.append(ManifestRecord(status="done", outputs=outputs, seconds=seconds, time=_now(), **base))
+        manifest.append(
+            dataclasses.replace(started, status="done", outputs=outputs, seconds=seconds, time=_now())
+        )
         log.debug("done %s in %.1fs", item.key, seconds)
     else:
-        manifest.append(ManifestRecord(status="failed", error=error, seconds=seconds, time=_now(), **base))
+        manifest.append(
+            dataclasses.replace(started, status="failed", error=error, seconds=seconds, time=_now())
+        )
         log.warning("failed %s: %s", item.key, error)
     return error
