@@ -210,15 +210,16 @@ def list_images(
 
     Hidden files and folders (name starting with ``.``, e.g. the temporary files of atomic writes) are
     skipped; symbolic links to files are followed, links to folders are not. Folders in ``exclude``
-    (and everything below them) are left out. A missing folder, or a file, gives an empty list.
+    (and everything below them) are left out. Paths start with ``folder`` as given (relative stays
+    relative). A missing folder, or a file, gives an empty list.
     """
-    root = Path(os.path.abspath(os.fspath(folder)))
-    excluded = [Path(os.path.abspath(os.fspath(p))) for p in exclude]
+    excluded = [Path(os.path.abspath(p)) for p in exclude]
     wanted = {s.lower() for s in suffixes}
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    for dirpath, dirnames, filenames in os.walk(Path(folder), followlinks=False):
         here = Path(dirpath)
-        if any(here == ex or ex in here.parents for ex in excluded):
+        absolute = Path(os.path.abspath(here))
+        if any(absolute == ex or ex in absolute.parents for ex in excluded):
             dirnames.clear()
             continue
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
