@@ -11,6 +11,7 @@ Output folder layout::
       manifest.jsonl       one JSON record per line, appended as the batch goes (format below)
       summary.json         the summary of the latest run (written atomically at its end)
       .batch.lock          held while a run writes here; a second run into the folder is refused
+                           (:func:`folder_lock`; the dataset builder locks its build folder the same way)
       shirts/a.png         outputs mirror each input's path relative to the folder it was found in
 
 Manifest format (``manifest.jsonl``, append-only; each line one complete JSON object)::
@@ -30,6 +31,10 @@ times therefore makes every item count as changed.) Each record is written with 
 on a file opened with ``O_APPEND`` and then fsynced, so records never interleave and at most the
 last line can be cut off by a crash; such a line is ignored with a warning when the manifest is
 read, and the next append starts on a fresh line.
+
+Other jobs keep their own records in a :class:`Manifest` of another :class:`RecordKind` (the dataset
+builder's, :data:`realface.data.build.DATASET_RECORDS`) and get the same append and read guarantees;
+the batch's own lines are :data:`BATCH_RECORDS`.
 
 Resume semantics: the latest record of each key decides. An item is skipped ("already done") only
 if that record is ``done``, its ``config_hash`` equals the current job's, the input's size and

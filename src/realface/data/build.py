@@ -7,8 +7,8 @@
   ``00000/img00000000.png`` (1000 per folder) and ``dataset.json`` (``{"labels": null}``), nothing
   else, because both readers take every image file under the root;
 * a **build folder** beside it, ``faces.build/``, holding ``manifest.jsonl``, ``summary.json``,
-  ``contact_sheet.png``, ``build_config.json``, the downloads in progress and (zip output) the
-  staging folder ``images/``.
+  ``contact_sheet.png``, ``build_config.json``, the downloads in progress, (zip output) the
+  staging folder ``images/`` and, while a build runs, the lock ``.batch.lock``.
 
 **Per item** (a URL or a file): fetch (:mod:`realface.data.fetch`), decode safely
 (:func:`realface.imageio.load_image`, pixel limit), find faces and their 68 landmarks
@@ -20,8 +20,11 @@ in this order: ``size`` (the FFHQ crop's side in source pixels, :func:`realface.
 ``dup_distance`` bits of a face already kept). A face that passes all four is written as one image.
 Every verdict, with the measured value, the limit and a sentence saying why, goes to the manifest.
 
-**Manifest** (``manifest.jsonl``; one JSON object per processed item, appended with one ``O_APPEND``
-write and fsynced)::
+**Manifest** (``manifest.jsonl``; one JSON object per processed item): a
+:class:`realface.batch.Manifest` of the record kind :data:`DATASET_RECORDS`, so it is appended,
+fsynced, read back (a line cut off by a crash is skipped with a warning) and locked
+(:func:`realface.batch.folder_lock`; a second build into the folder is refused) exactly as a batch's.
+The lines are compact JSON, as earlier versions wrote them, so their build folders resume as they are::
 
     {"key": "https://host/a.jpg" | "sub/a.png",   # the URL, or the file's path below --images
      "kind": "url" | "file", "url": ..., "path": ..., "license": ..., "source": ...,
@@ -102,6 +105,7 @@ __all__ = [
     "BuildConfig",
     "BuildPaths",
     "BuildSummary",
+    "DATASET_RECORDS",
     "FILTERS",
     "build_dataset",
     "export_urls",
