@@ -219,7 +219,9 @@ class _FlatFeatures(torch.nn.Module):
 
 def write_vgg16_standin(lpips: torch.nn.Module, path: Path) -> Path:
     """Script :class:`Vgg16StandIn` around ``lpips`` and save it as TorchScript at ``path``."""
-    torch.jit.script(Vgg16StandIn(lpips)).save(str(path))
+    with warnings.catch_warnings():  # tracing and TorchScript deprecation notes
+        warnings.simplefilter("ignore")
+        torch.jit.script(Vgg16StandIn(lpips)).save(str(path))
     return path
 
 
@@ -232,7 +234,7 @@ def _import_official(official_dir: Path | str) -> None:
 
     sys.path.insert(0, str(official_dir))
     for name in OFFICIAL_UNUSED_IMPORTS:
-        if importlib.util.find_spec(name) is None:
+        if name not in sys.modules and importlib.util.find_spec(name) is None:
             sys.modules.setdefault(name, types.ModuleType(name))
 
 
@@ -401,9 +403,7 @@ def compare(args: argparse.Namespace) -> None:
             vgg16 = args.vgg16.resolve()
             vgg_note = f"official projector VGG16: {vgg16}; realface LPIPS: random VGG16 weights"
         else:
-            with warnings.catch_warnings():  # tracing notes about shape checks that hold for 256 px
-                warnings.simplefilter("ignore")
-                vgg16 = write_vgg16_standin(load_lpips_vgg(vgg_path=vgg_state), d / "vgg16_standin.pt")
+            vgg16 = write_vgg16_standin(load_lpips_vgg(vgg_path=vgg_state), d / "vgg16_standin.pt")
             vgg_note = (
                 "official projector VGG16: TorchScript stand-in written from realface's LPIPS-VGG with the "
                 "same random weights realface uses (same layers and cost)"
