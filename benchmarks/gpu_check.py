@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for tests._helpers (random VGG16 file)
 
 BUDGETS_S = {"tests": 75.0, "invert": 150.0, "train": 110.0, "ddp": 50.0, "apply": 55.0}  # 440 s in all
-SMOKE_BUDGETS_S = {"tests": 20.0, "invert": 15.0, "train": 15.0, "ddp": 15.0, "apply": 120.0}
+SMOKE_BUDGETS_S = {"tests": 20.0, "invert": 20.0, "train": 15.0, "ddp": 30.0, "apply": 60.0}
 TEST_SELECTION = "cuda or gpu or fp16 or bf16 or precision or device"
 
 
@@ -217,6 +217,9 @@ def section_invert(s: Setup, sec: Section, d: Path) -> None:
             ("fp16-blocks", G16, "fp32"),
             ("bf16", G32, "bf16"),
         ):
+            if mode != "fp32" and ref is None:
+                sec.result["skipped"].append(f"batch {batch} {mode}: no fp32 reference to compare with")
+                continue
             if not sec.fits(f"batch {batch} {mode}", estimate):
                 continue
             t0 = time.perf_counter()
