@@ -213,7 +213,7 @@ class _FlatFeatures(torch.nn.Module):
         self.lpips = lpips
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.lpips.features(x / 127.5 - 1)  # [0, 255] -> [-1, 1]
+        feats = self.lpips.features(x / 127.5 - 1)  # type: ignore[operator]  # [0, 255] -> [-1, 1]
         return torch.cat([f.flatten(1) for f in feats], dim=1)  # [N, D]
 
 

@@ -293,6 +293,8 @@ def _trainer(s: Setup, d: Path, batch: int, precision: str, out: str, device: st
 
 def section_train(s: Setup, sec: Section, d: Path) -> None:
     """img/s and peak memory of training iterations (all losses, ADA) in fp16 and bf16."""
+    if s.device == "cpu":
+        sec.result["note"] = "off CUDA realface.train runs fp16 and bf16 in float32 (it warns so)"
     estimate = 0.0
     for precision in ("fp16", "bf16"):
         if not sec.fits(f"training {precision}", estimate):
