@@ -120,7 +120,8 @@ def test_config_rejects_bad_values():
     with pytest.raises(ConfigError, match="noise_mode"):
         ConsistencyConfig(noise_mode="loud")
     with pytest.raises(ConfigError, match="no identity embedder is built on it"):
-        ConsistencyConfig(embedder="curricularface")
+        ConsistencyConfig(embedder="bisenet-79999")
+    assert ConsistencyConfig(embedder="curricularface").embedder == "curricularface"
     with pytest.raises(ConfigError, match="unknown embedder"):
         ConsistencyConfig(embedder="nobody")
     with pytest.raises(ConfigError, match="2\\*\\*32"):
