@@ -277,7 +277,7 @@ class CurricularFaceEmbedder:
             faces = find_faces(np.ascontiguousarray(rgb), self.detect_config, source=source)
         except FaceError as exc:
             raise NoFaceError(str(exc)) from None
-        aligned = align_face(rgb, faces[0].landmarks_array(), AlignConfig(output_size=256))
+        aligned = align_face(rgb, faces[0].landmarks_array, AlignConfig(output_size=256))
         return self.embed_chip(self.aligned_chip(aligned.to_uint8()))  # from [256, 256, 3]
 
     def embed_aligned(self, rgb: np.ndarray) -> np.ndarray:
