@@ -61,6 +61,22 @@ def sniff_format(path: str | os.PathLike) -> str | None:
     return None
 
 
+def _reason(exc: BaseException) -> str:
+    """One line for an error of ``torch.load``: the weights-only loader's own reason when it refused the
+    file (not its advice to load without ``weights_only``), else the first line of the message."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].startswith("Weights only load failed"):
+        skip = ("Please file an issue", "Check the documentation")
+        details = [
+            ln.removeprefix("WeightsUnpickler error:").strip() for ln in lines[1:] if not ln.startswith(skip)
+        ]
+        details = [d for d in details if d]
+        return "refused by the weights-only loader" + (f": {details[0]}" if details else "")
+    return lines[0] if len(lines[0]) <= 300 else lines[0][:297] + "..."
+
+
 def read_torch_object(path: str | os.PathLike, what: str = "file") -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)``; any failure becomes one
     :class:`CheckpointError` ``"<path>: cannot read the <what> as a PyTorch file (<reason>)"``."""
@@ -69,7 +85,7 @@ def read_torch_object(path: str | os.PathLike, what: str = "file") -> Any:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except Exception as exc:  # noqa: BLE001 - every failure becomes one message naming the file
-        raise CheckpointError(f"{path}: cannot read the {what} as a PyTorch file ({exc})") from None
+        raise CheckpointError(f"{path}: cannot read the {what} as a PyTorch file ({_reason(exc)})") from None
 
 
 def read_state_dict(path: str | os.PathLike, what: str = "weights") -> dict[str, torch.Tensor]:
@@ -97,11 +113,15 @@ def read_state_dict(path: str | os.PathLike, what: str = "weights") -> dict[str,
         try:
             return load_file(os.fspath(path))
         except Exception as exc:  # noqa: BLE001 - every failure becomes one message naming the file
-            raise CheckpointError(f"{path}: cannot read the {what} as a safetensors file ({exc})") from None
+            raise CheckpointError(
+                f"{path}: cannot read the {what} as a safetensors file ({_reason(exc)})"
+            ) from None
     try:
         state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every failure becomes one message naming the file
-        raise CheckpointError(f"{path}: cannot read the {what} as a PyTorch state dict ({exc})") from None
+        raise CheckpointError(
+            f"{path}: cannot read the {what} as a PyTorch state dict ({_reason(exc)})"
+        ) from None
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: expected a state dict of {what}, got {type(state).__name__}")
     bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
