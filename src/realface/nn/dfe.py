@@ -61,7 +61,6 @@ import json
 import logging
 import os
 import re
-import struct
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -77,7 +76,7 @@ from torch import nn
 from realface.errors import CheckpointError, UnsafePickleError
 from realface.nn.sketch import register_sketch_extractor
 from realface.utils.fs import atomic_path
-from realface.utils.weightfile import RestrictedUnpickler, pickle_failure
+from realface.utils.weightfile import RestrictedUnpickler, pickle_failure, sniff_format
 
 __all__ = [
     "DFEConfig",
@@ -466,10 +465,8 @@ def _detect(path: Path) -> str:
         ) from None
     if tail == JITTOR_MAGIC or (len(head) >= 2 and head[0] == 0x80):
         return "jittor"  # a pickle without the trailer is refused by read_jittor_pickle with its own message
-    if len(head) >= 9:
-        (n,) = struct.unpack("<Q", head[:8])
-        if 0 < n < 100_000_000 and head[8:9] == b"{":
-            return "safetensors"
+    if sniff_format(path) == "safetensors":
+        return "safetensors"
     raise CheckpointError(
         f"{path}: unrecognised file; expected DeepFaceEditing's checkpoints/sketch_generator.pkl (Jittor) or "
         "realface's .safetensors conversion of it"
