@@ -152,3 +152,24 @@ def test_pairs_report_under_the_curricularface_metric(tiny_file, tmp_path):
     assert s["protocol"] == METRICS["identity_curricularface"].protocol
     same = next(p for p in report.pairs if p.name == "same.png")
     assert same.distance == 0.0 and same.cosine == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["astronaut_aligned_256.png", "astronaut_aligned_1024.png", "replicant_face_00000_aligned_256.png"],
+)
+def test_crop_box_puts_the_face_on_the_112px_five_point_template(name):
+    """dlib's landmarks of the aligned fixtures, mapped into the 112 px crop, land near the usual 5-point
+    template: eyes within 4 px, nose tip and mouth corners within 7 px (observed up to 5.3 for the replicant's
+    turned nose and 6.4 for the astronaut's mouth)."""
+    from realface.face.detect import find_faces
+
+    rgb = np.asarray(Image.open(data_file("align", name)).convert("RGB"))
+    side = rgb.shape[0]
+    lm = find_faces(rgb)[0].landmarks_array / side  # [68, 2] in units of the side
+    left, top, right, bottom = CURRICULARFACE_CROP_BOX
+    points = np.stack([lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]])  # [5, 2]
+    in_crop = (points - [left, top]) / [right - left, bottom - top] * 112  # [5, 2]
+    template = np.array([(38.29, 51.70), (73.53, 51.50), (56.03, 71.74), (41.55, 92.37), (70.73, 92.20)])
+    np.testing.assert_allclose(in_crop[:2], template[:2], atol=4)
+    np.testing.assert_allclose(in_crop[2:], template[2:], atol=7)

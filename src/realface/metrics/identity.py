@@ -184,12 +184,13 @@ class DlibFaceEmbedder:
         return self._descriptor(self.aligned_chip(rgb))
 
 
-CURRICULARFACE_CROP_BOX = (0.13, 0.135, 0.87, 0.875)
+CURRICULARFACE_CROP_BOX = (0.123, 0.113, 0.877, 0.867)
 """(left, top, right, bottom) of the square cut from an FFHQ-aligned image for CurricularFace, in units of its
-side, then resized to 112×112. FFHQ alignment puts the eyes at about (0.375, 0.475) and (0.625, 0.475) and the
-mouth at about y = 0.725 (eye-to-eye and eye-to-mouth distances each a quarter of the side); this box maps
-them close to the 5-point template of 112² ArcFace-style crops (eyes near (38, 52) and (74, 52), mouth near
-y = 92), the frame the IR-101 was trained on."""
+side, then resized to 112×112: the least-squares scale and shift that map dlib's eye centres, nose tip and
+mouth corners on the aligned fixtures of tests/data/align onto the usual 5-point template of 112² face
+crops (eyes (38.3, 51.7) and (73.5, 51.5), nose (56.0, 71.7), mouth corners (41.5, 92.4) and (70.7, 92.2)),
+the frame the IR-101 was trained on; centred across, so a mirrored image gives the mirrored crop. Eyes land
+within 4 px of the template, nose tip and mouth corners within 7 px (tests/metrics/test_identity_curricularface.py)."""
 
 
 @functools.cache
