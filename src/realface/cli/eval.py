@@ -121,12 +121,17 @@ def identity_cmd(
         0.6, "--threshold", help="Same person when the embedding distance is below."
     ),
     min_face: int = typer.Option(32, "--min-face", help="Smallest face box side considered, pixels."),
-    model: str = typer.Option("dlib", "--model", help="Identity embedder (registered: dlib)."),
+    model: str = typer.Option(
+        "dlib",
+        "--model",
+        help="Identity embedder: dlib or curricularface (needs the weights record curricularface).",
+    ),
     progress: bool = PROGRESS_OPT,
     json_path: Path = _JSON,
     csv_path: Path = _CSV,
 ) -> None:
-    """Identity similarity of pairs: dlib 128-d face embeddings, cosine similarity and distance (< 0.6: same)."""
+    """Identity similarity of pairs: dlib 128-d (default) or CurricularFace 512-d face embeddings, cosine
+    similarity and distance (same person below --threshold; 0.6 is dlib's)."""
     from realface.metrics.identity import IdentityConfig, evaluate_identity
 
     config = IdentityConfig(model=model, threshold=threshold, min_face_size=min_face, progress=progress)
@@ -229,7 +234,10 @@ def consistency_cmd(
     trunc: float = typer.Option(1.0, "--trunc", help="Truncation psi of G_real's mapping (1 = none)."),
     noise_mode: str = typer.Option("const", "--noise-mode", help="Generator noise: const, random or none."),
     embedder: str = typer.Option(
-        None, "--embedder", help="Identity embedder (registered: dlib; default dlib). Not with --world."
+        None,
+        "--embedder",
+        help="Identity embedder: dlib (default) or curricularface (needs the weights record "
+        "curricularface). Not with --world.",
     ),
     threshold: float = typer.Option(
         None, "--threshold", help="Same person when the embedding distance is below (default 0.6, dlib's)."
