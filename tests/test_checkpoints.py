@@ -173,12 +173,12 @@ def test_foreign_safetensors_is_rejected(tmp_path):
 
 @pytest.mark.parametrize("module", ["numpy.core.multiarray", "numpy._core.multiarray"])
 def test_numpy_scalar_paths_of_numpy_1_and_2(module):
-    from realface.checkpoints import _RestrictedUnpickler
+    from realface.checkpoints import _network_unpickler
 
     raw = pickle.dumps(np.float64(1.5), protocol=2)
     for name in (b"numpy.core.multiarray\nscalar", b"numpy._core.multiarray\nscalar"):
         raw = raw.replace(name, module.encode() + b"\nscalar")
-    value = _RestrictedUnpickler(io.BytesIO(raw)).load()
+    value = _network_unpickler(io.BytesIO(raw)).load()
     assert value == 1.5 and isinstance(value, np.float64)
 
 

@@ -11,6 +11,7 @@ Output folder layout::
       manifest.jsonl       one JSON record per line, appended as the batch goes (format below)
       summary.json         the summary of the latest run (written atomically at its end)
       .batch.lock          held while a run writes here; a second run into the folder is refused
+                           (:func:`folder_lock`; the dataset builder locks its build folder the same way)
       shirts/a.png         outputs mirror each input's path relative to the folder it was found in
 
 Manifest format (``manifest.jsonl``, append-only; each line one complete JSON object)::
@@ -30,6 +31,10 @@ times therefore makes every item count as changed.) Each record is written with 
 on a file opened with ``O_APPEND`` and then fsynced, so records never interleave and at most the
 last line can be cut off by a crash; such a line is ignored with a warning when the manifest is
 read, and the next append starts on a fresh line.
+
+Other jobs keep their own records in a :class:`Manifest` of another :class:`RecordKind` (the dataset
+builder's, :data:`realface.data.build.DATASET_RECORDS`) and get the same append and read guarantees;
+the batch's own lines are :data:`BATCH_RECORDS`.
 
 Resume semantics: the latest record of each key decides. An item is skipped ("already done") only
 if that record is ``done``, its ``config_hash`` equals the current job's, the input's size and
@@ -60,17 +65,18 @@ import os
 import re
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import filelock
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from realface.errors import RealFaceError
+from realface.imageio import IMAGE_SUFFIXES, image_suffixes_text, list_images
 from realface.utils.fs import atomic_write_text
 
 __all__ = [
@@ -83,7 +89,13 @@ __all__ = [
     "ItemContext",
     "Manifest",
     "ManifestRecord",
+    "BATCH_RECORDS",
+    "RecordKind",
     "check_plan",
+    "error_message",
+    "folder_lock",
+    "latest_records",
+    "progress_bar",
     "collect_catalogue",
     "collect_inputs",
     "hash_config",
@@ -95,8 +107,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff"})
-"""Lower-case suffixes of the files a folder is searched for (compared case-insensitively)."""
+IMAGE_EXTENSIONS: tuple[str, ...] = IMAGE_SUFFIXES
+"""The suffixes of the files a folder is searched for: :data:`realface.imageio.IMAGE_SUFFIXES`."""
 
 MANIFEST_NAME = "manifest.jsonl"
 SUMMARY_NAME = "summary.json"
@@ -117,10 +129,6 @@ def _abspath(path: str | os.PathLike) -> Path:
     return Path(os.path.abspath(os.fspath(path)))
 
 
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".")
-
-
 def _within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
@@ -128,7 +136,7 @@ def _within(path: Path, folder: Path) -> bool:
 def collect_inputs(
     paths: Sequence[str | os.PathLike],
     recursive: bool = True,
-    extensions: frozenset[str] | Sequence[str] = IMAGE_EXTENSIONS,
+    extensions: Collection[str] = IMAGE_SUFFIXES,
     exclude: Sequence[str | os.PathLike] = (),
 ) -> list[Path]:
     """The input files named by ``paths``: files as given, folders expanded.
@@ -149,8 +157,6 @@ def collect_inputs(
     Raises:
         RealFaceError: a path does not exist.
     """
-    exts = {e.lower() for e in extensions}
-    excluded = [_abspath(p) for p in exclude]
     seen: set[str] = set()
     found: list[Path] = []
 
@@ -165,7 +171,7 @@ def collect_inputs(
         if path.is_file():
             add(path)
         elif path.is_dir():
-            for file in _walk(path, recursive, exts, excluded):
+            for file in list_images(path, recursive, suffixes=extensions, exclude=exclude):
                 add(file)
         else:
             raise RealFaceError(f"input not found: {raw} (expected an image file or a folder of images)")
@@ -201,21 +207,7 @@ def collect_catalogue(
             "input; choose an output folder outside the inputs"
         )
     where = ", ".join(map(str, folders)) or ", ".join(map(str, paths))
-    exts = ", ".join(sorted(IMAGE_EXTENSIONS))
-    raise RealFaceError(f"no input images found in {where} (looked for {exts})")
-
-
-def _walk(folder: Path, recursive: bool, exts: set[str], excluded: list[Path]) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        here = Path(dirpath)
-        if any(_within(here, ex) for ex in excluded):
-            dirnames.clear()
-            continue
-        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d)) if recursive else []
-        for name in sorted(filenames):
-            file = here / name
-            if not _is_hidden(name) and file.suffix.lower() in exts and file.is_file():
-                yield file
+    raise RealFaceError(f"no input images found in {where} (looked for {image_suffixes_text()})")
 
 
 def item_key(input: str | os.PathLike, roots: Sequence[str | os.PathLike] = ()) -> str:
@@ -301,22 +293,57 @@ class ManifestRecord:
         return record
 
 
-class Manifest:
-    """The append-only JSONL record of a batch's items (format and guarantees: module docstring).
+R = TypeVar("R")
 
-    Writers must hold the output folder's lock (:func:`run_batch` does); readers need not.
+
+@dataclass(frozen=True)
+class RecordKind(Generic[R]):
+    """How the records of one kind of manifest are written, read back and identified.
+
+    Attributes:
+        name: what messages call the file, e.g. ``"batch manifest"``.
+        dump: one record as one line of JSON (no newline).
+        parse: one line back into a record; raises ``ValueError`` when it is not a complete record.
+        key: the item a record is about; the latest record of each key decides.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
+    name: str
+    dump: Callable[[R], str]
+    parse: Callable[[str], R]
+    key: Callable[[R], str]
 
-    def append(self, record: ManifestRecord) -> None:
+
+BATCH_RECORDS: RecordKind[ManifestRecord] = RecordKind(
+    "batch manifest", ManifestRecord.to_json, ManifestRecord.from_json, lambda r: r.key
+)
+"""The records of ``realface apply`` batches (:class:`ManifestRecord`)."""
+
+
+class Manifest(Generic[R]):
+    """An append-only JSONL record of a job's items (format and guarantees: module docstring).
+
+    ``Manifest(path)`` holds a batch's :class:`ManifestRecord` lines; other jobs that resume the same
+    way (the dataset builder) pass their own :class:`RecordKind`. Writers must hold the folder's lock
+    (:func:`folder_lock`; :func:`run_batch` does); readers need not.
+    """
+
+    @overload
+    def __init__(self: Manifest[ManifestRecord], path: str | os.PathLike) -> None: ...
+
+    @overload
+    def __init__(self, path: str | os.PathLike, kind: RecordKind[R]) -> None: ...
+
+    def __init__(self, path: str | os.PathLike, kind: RecordKind[Any] = BATCH_RECORDS) -> None:
+        self.path = Path(path)
+        self.kind: RecordKind[R] = kind
+
+    def append(self, record: R) -> None:
         """Append ``record`` as one line with a single ``O_APPEND`` write, then fsync.
 
         If the file ends in a line cut off by a crash, a newline is written first so that the new
         record starts on a line of its own.
         """
-        line = record.to_json().encode("utf-8") + b"\n"
+        line = self.kind.dump(record).encode("utf-8") + b"\n"
         created = not self.path.exists()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -332,9 +359,9 @@ class Manifest:
             if created:
                 _fsync_dir(self.path.parent)
         except OSError as exc:
-            raise RealFaceError(f"cannot write the batch manifest {self.path}: {exc}") from exc
+            raise RealFaceError(f"cannot write the {self.kind.name} {self.path}: {exc}") from exc
 
-    def records(self) -> list[ManifestRecord]:
+    def records(self) -> list[R]:
         """All readable records in file order; unreadable lines (a line cut off by a crash, or edited
         by hand) are skipped with a warning. A missing manifest has no records."""
         try:
@@ -342,13 +369,13 @@ class Manifest:
         except FileNotFoundError:
             return []
         except OSError as exc:
-            raise RealFaceError(f"cannot read the batch manifest {self.path}: {exc}") from exc
+            raise RealFaceError(f"cannot read the {self.kind.name} {self.path}: {exc}") from exc
         records = []
         for number, raw in enumerate(data.split(b"\n"), start=1):
             if not raw.strip():
                 continue
             try:
-                records.append(ManifestRecord.from_json(raw.decode("utf-8")))
+                records.append(self.kind.parse(raw.decode("utf-8")))
             except ValueError as exc:  # includes JSONDecodeError and UnicodeDecodeError
                 log.warning(
                     "ignoring unreadable line %d of %s (%s); it was probably cut off by a crash",
@@ -358,9 +385,14 @@ class Manifest:
                 )
         return records
 
-    def state(self) -> dict[str, ManifestRecord]:
+    def state(self) -> dict[str, R]:
         """The latest record of each key."""
-        return {r.key: r for r in self.records()}
+        return latest_records(self.records(), self.kind)
+
+
+def latest_records(records: Iterable[R], kind: RecordKind[R]) -> dict[str, R]:
+    """The latest of ``records`` (in file order) for each key."""
+    return {kind.key(r): r for r in records}
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -511,7 +543,7 @@ def remove_stale_temporaries(outdir: str | os.PathLike) -> list[Path]:
     """Delete the temporary files that an interrupted atomic write left in ``outdir`` (recursively)
     and return them. Only call this while holding the folder's batch lock."""
     removed = []
-    for dirpath, _dirnames, filenames in os.walk(outdir):
+    for dirpath, _dirnames, filenames in os.walk(Path(outdir)):
         for name in filenames:
             if _ATOMIC_TEMP.match(name):
                 path = Path(dirpath) / name
@@ -524,17 +556,26 @@ def remove_stale_temporaries(outdir: str | os.PathLike) -> list[Path]:
 
 
 @contextlib.contextmanager
-def _batch_lock(outdir: Path) -> Iterator[None]:
-    lock = filelock.FileLock(str(outdir / LOCK_NAME))
+def folder_lock(folder: Path, *, job: str = "batch", what: str = "output folder") -> Iterator[None]:
+    """Hold ``folder``'s lock (:data:`LOCK_NAME`) for the ``with`` block, or refuse at once.
+
+    One lock file serves every job that writes a resumable folder (a batch's output folder, the
+    dataset builder's build folder): a second writer is refused with a message naming the ``job``
+    (``"batch"``, ``"build"``) and the lock file; it never waits.
+
+    Raises:
+        RealFaceError: another process holds the lock, or the lock file cannot be made.
+    """
+    lock = filelock.FileLock(str(folder / LOCK_NAME))
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
         raise RealFaceError(
-            f"another batch is already writing into {outdir} (it holds {lock.lock_file}); "
-            "wait for it to finish or choose another output folder"
+            f"another {job} is already writing into {folder} (it holds {lock.lock_file}); "
+            f"wait for it to finish or choose another {what}"
         ) from None
     except OSError as exc:
-        raise RealFaceError(f"cannot lock the output folder {outdir}: {exc}") from exc
+        raise RealFaceError(f"cannot lock the {what} {folder}: {exc}") from exc
     try:
         yield
     finally:
@@ -683,7 +724,9 @@ def _record_output(path: Path, outdir: Path) -> str:
     return path.relative_to(outdir).as_posix() if outdir in path.parents else str(path)
 
 
-def _error_message(exc: Exception) -> str:
+def error_message(exc: BaseException) -> str:
+    """How a failed item's error is recorded: a :class:`RealFaceError`'s own message, otherwise
+    ``"<Type>: <message>"``."""
     if isinstance(exc, RealFaceError) and str(exc):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
@@ -743,77 +786,34 @@ def run_batch(
     """
     out = _abspath(outdir)
     planned = _plan(items, roots, out, suffix, extras)
-    if out.exists() and not out.is_dir():
-        raise RealFaceError(f"output folder {out} is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RealFaceError(f"cannot create the output folder {out}: {exc}") from exc
-
-    with _batch_lock(out):
+    _make_outdir(out)
+    with folder_lock(out):
         remove_stale_temporaries(out)
         for name, text in (files or {}).items():
             atomic_write_text(out / name, text)
         manifest = Manifest(out / MANIFEST_NAME)
         records = manifest.records()
-        state = {r.key: r for r in records}
-        stale = _StaleOutputs(out, planned, records, extras, protected=set(files or ()))
-        start = time.monotonic()
-
-        todo: list[tuple[_Item, str]] = []
-        for item in planned:
-            try:
-                st: os.stat_result | None = item.input.stat()
-            except OSError:
-                st = None
-            reason = _redo_reason(state.get(item.key), st, config_hash, out, item.output)
-            if reason:
-                todo.append((item, reason))
+        todo = _todo(planned, latest_records(records, BATCH_RECORDS), config_hash, out)
         skipped = len(planned) - len(todo)
         if skipped:
             log.info("%d of %d items already done in %s", skipped, len(planned), out)
         if on_plan is not None:
             on_plan(len(todo), skipped)
-
-        counts = {"done": 0, "new": 0, "changed": 0, "config": 0, "retry": 0}
-        failed: list[tuple[str, str]] = []
-        finished = 0
-        interrupted = False
-        redirect = logging_redirect_tqdm() if progress else contextlib.nullcontext()
-        with (
-            redirect,
-            tqdm(total=len(planned), initial=skipped, disable=not progress, unit="img", desc="batch") as bar,
-        ):
-            try:
-                for item, reason in todo:
-                    bar.set_postfix_str(f"{item.key} running", refresh=True)
-                    error = _run_item(item, reason, process, manifest, out, config_hash, stale.remove)
-                    finished += 1
-                    if error is None:
-                        counts["done"] += 1
-                        counts[reason] += 1
-                    else:
-                        failed.append((item.key, error))
-                    bar.set_postfix_str(f"{item.key} {'failed' if error else 'done'}", refresh=False)
-                    bar.update(1)
-                    if error is not None and stop_on_error:
-                        log.warning("stopping at the first failure (stop_on_error)")
-                        break
-            except KeyboardInterrupt:
-                interrupted = True
-                log.warning("interrupted; run the same command again to continue")
-
+        stale = _StaleOutputs(out, planned, records, extras, protected=set(files or ()))
+        start = time.monotonic()
+        with progress_bar(len(planned), initial=skipped, progress=progress, desc="batch") as bar:
+            outcome = _run_todo(todo, process, manifest, out, config_hash, stale, bar, stop_on_error)
         summary = BatchSummary(
             total=len(planned),
-            done=counts["done"],
+            done=outcome.counts["done"],
             skipped=skipped,
-            failed=tuple(failed),
-            not_run=len(todo) - finished,
+            failed=tuple(outcome.failed),
+            not_run=len(todo) - outcome.finished,
             seconds=time.monotonic() - start,
-            redone_changed=counts["changed"],
-            redone_config=counts["config"],
-            retried=counts["retry"],
-            interrupted=interrupted,
+            redone_changed=outcome.counts["changed"],
+            redone_config=outcome.counts["config"],
+            retried=outcome.counts["retry"],
+            interrupted=outcome.interrupted,
             outdir=str(out),
             config_hash=config_hash,
         )
@@ -821,6 +821,90 @@ def run_batch(
             out / SUMMARY_NAME, json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n"
         )
     return summary
+
+
+def _make_outdir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise RealFaceError(f"output folder {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RealFaceError(f"cannot create the output folder {out}: {exc}") from exc
+
+
+def _todo(
+    planned: Sequence[_Item], state: Mapping[str, ManifestRecord], config_hash: str, out: Path
+) -> list[tuple[_Item, str]]:
+    """The planned items that must run, each with why (:func:`_redo_reason`), in plan order."""
+    todo: list[tuple[_Item, str]] = []
+    for item in planned:
+        try:
+            st: os.stat_result | None = item.input.stat()
+        except OSError:
+            st = None
+        reason = _redo_reason(state.get(item.key), st, config_hash, out, item.output)
+        if reason:
+            todo.append((item, reason))
+    return todo
+
+
+@contextlib.contextmanager
+def progress_bar(
+    total: int, *, initial: int = 0, progress: bool = True, desc: str = "batch"
+) -> Iterator[tqdm]:
+    """A progress bar with ETA on stderr over ``total`` items (``initial`` already done), with log
+    messages printed above it while it runs; a disabled bar when ``progress`` is false."""
+    redirect = logging_redirect_tqdm() if progress else contextlib.nullcontext()
+    with (
+        redirect,
+        tqdm(total=total, initial=initial, disable=not progress, unit="img", desc=desc) as bar,
+    ):
+        yield bar
+
+
+@dataclass
+class _Outcome:
+    """What one run of the to-do list did."""
+
+    counts: dict[str, int] = dataclasses.field(
+        default_factory=lambda: {"done": 0, "new": 0, "changed": 0, "config": 0, "retry": 0}
+    )
+    failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    finished: int = 0
+    interrupted: bool = False
+
+
+def _run_todo(
+    todo: Sequence[tuple[_Item, str]],
+    process: ProcessFn,
+    manifest: Manifest[ManifestRecord],
+    out: Path,
+    config_hash: str,
+    stale: _StaleOutputs,
+    bar: tqdm,
+    stop_on_error: bool,
+) -> _Outcome:
+    """Run the items in order until done, the first failure (``stop_on_error``) or Ctrl-C."""
+    outcome = _Outcome()
+    try:
+        for item, reason in todo:
+            bar.set_postfix_str(f"{item.key} running", refresh=True)
+            error = _run_item(item, reason, process, manifest, out, config_hash, stale.remove)
+            outcome.finished += 1
+            if error is None:
+                outcome.counts["done"] += 1
+                outcome.counts[reason] += 1
+            else:
+                outcome.failed.append((item.key, error))
+            bar.set_postfix_str(f"{item.key} {'failed' if error else 'done'}", refresh=False)
+            bar.update(1)
+            if error is not None and stop_on_error:
+                log.warning("stopping at the first failure (stop_on_error)")
+                break
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+        log.warning("interrupted; run the same command again to continue")
+    return outcome
 
 
 class _StaleOutputs:
@@ -889,7 +973,7 @@ def _run_item(
     item: _Item,
     reason: str,
     process: ProcessFn,
-    manifest: Manifest,
+    manifest: Manifest[ManifestRecord],
     outdir: Path,
     config_hash: str,
     on_success: Callable[[_Item, Sequence[str]], None] | None = None,
@@ -899,12 +983,20 @@ def _run_item(
     error: str | None = None
     try:
         st = item.input.stat()
-        fingerprint = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        size, mtime_ns = st.st_size, st.st_mtime_ns
     except OSError as exc:
-        fingerprint = {"size": -1, "mtime_ns": -1}
+        size, mtime_ns = -1, -1
         error = f"cannot read input {item.input}: {exc.strerror or exc}"
-    base = dict(key=item.key, input=str(item.input), config_hash=config_hash, **fingerprint)
-    manifest.append(ManifestRecord(status="started", time=_now(), **base))
+    started = ManifestRecord(
+        key=item.key,
+        input=str(item.input),
+        size=size,
+        mtime_ns=mtime_ns,
+        status="started",
+        time=_now(),
+        config_hash=config_hash,
+    )
+    manifest.append(started)
     log.debug("processing %s (%s)", item.key, reason)
 
     t0 = time.monotonic()
@@ -920,14 +1012,18 @@ def _run_item(
             if on_success is not None:
                 on_success(item, outputs)
         except Exception as exc:
-            error = _error_message(exc)
+            error = error_message(exc)
             log.debug("%s failed:\n%s", item.key, traceback.format_exc())
     seconds = time.monotonic() - t0
 
     if error is None:
-        manifest.append(ManifestRecord(status="done", outputs=outputs, seconds=seconds, time=_now(), **base))
+        manifest.append(
+            dataclasses.replace(started, status="done", outputs=outputs, seconds=seconds, time=_now())
+        )
         log.debug("done %s in %.1fs", item.key, seconds)
     else:
-        manifest.append(ManifestRecord(status="failed", error=error, seconds=seconds, time=_now(), **base))
+        manifest.append(
+            dataclasses.replace(started, status="failed", error=error, seconds=seconds, time=_now())
+        )
         log.warning("failed %s: %s", item.key, error)
     return error

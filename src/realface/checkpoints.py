@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -45,6 +45,7 @@ from realface.errors import CheckpointError, UnsafePickleError
 from realface.nn.arch import ArchError, check_depth, check_init_kwargs
 from realface.nn.stylegan2 import Discriminator, Generator
 from realface.utils.fs import atomic_path
+from realface.utils.weightfile import RestrictedUnpickler, pickle_failure, state_dict_mismatch
 
 __all__ = [
     "NetworkRecord",
@@ -183,19 +184,16 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED_GLOBALS:
-            return _ALLOWED_GLOBALS[(module, name)]
-        if module == "torch" and name in _TORCH_DTYPES:
-            return getattr(torch, name)
-        raise UnsafePickleError(
-            f"refusing to load global '{module}.{name}': it is not on realface's allow-list for StyleGAN2-ADA "
-            "network pickles, and loading it could execute code"
-        )
+_ALLOWED_GLOBALS.update({("torch", name): getattr(torch, name) for name in sorted(_TORCH_DTYPES)})
 
-    def persistent_load(self, pid: Any) -> Any:
-        raise UnsafePickleError(f"persistent ids are not used by network pickles (got {pid!r})")
+_REFUSAL = (
+    "it is not on realface's allow-list for StyleGAN2-ADA network pickles, and loading it could execute code"
+)
+
+
+def _network_unpickler(file: IO[bytes]) -> RestrictedUnpickler:
+    """The restricted unpickler of official network pickles: :data:`_ALLOWED_GLOBALS` only."""
+    return RestrictedUnpickler(file, _ALLOWED_GLOBALS, _REFUSAL, "network pickles")
 
 
 def _plain(obj: Any) -> Any:
@@ -302,32 +300,13 @@ class NetworkRecord:
             raise CheckpointError(
                 f"unsupported {self.class_name} configuration {self.init_kwargs}: {exc}"
             ) from exc
-        expected = net.state_dict()
-        missing = sorted(set(expected) - set(self.state_dict))
-        unexpected = sorted(set(self.state_dict) - set(expected))
-        if missing or unexpected:
+        problem = state_dict_mismatch(net.state_dict(), self.state_dict)
+        if problem:
             raise CheckpointError(
-                f"{self.class_name} tensors do not match its configuration: "
-                f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+                f"{self.source}: {self.class_name} tensors do not match its configuration ({problem})"
             )
-        for key, t in self.state_dict.items():
-            if tuple(t.shape) != tuple(expected[key].shape):
-                raise CheckpointError(
-                    f"{self.class_name} tensor '{key}' has shape {tuple(t.shape)}, expected {tuple(expected[key].shape)}"
-                )
         net.load_state_dict(self.state_dict, strict=True)
         return net.eval().requires_grad_(False).to(device)
-
-
-def _pickle_error(path: Path, exc: BaseException) -> CheckpointError:
-    if isinstance(exc, CheckpointError):
-        exc.args = (f"{path}: {exc.args[0]}",)
-        return exc
-    if isinstance(exc, EOFError):
-        return CheckpointError(f"{path}: the file ends early (truncated download?); fetch it again")
-    return CheckpointError(
-        f"{path}: not a readable StyleGAN2-ADA network pickle ({type(exc).__name__}: {exc})"
-    )
 
 
 def read_official_pickle(path: str | os.PathLike) -> dict[str, Any]:
@@ -341,11 +320,16 @@ def read_official_pickle(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            data = _RestrictedUnpickler(f).load()
+            data = _network_unpickler(f).load()
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except Exception as exc:  # noqa: BLE001 - every failure becomes a CheckpointError naming the file
-        raise _pickle_error(path, exc) from exc
+        raise pickle_failure(
+            path,
+            exc,
+            "StyleGAN2-ADA network pickle",
+            "the file ends early (truncated download?); fetch it again",
+        ) from exc
     if not isinstance(data, dict):
         raise CheckpointError(
             f"{path}: expected a dict of networks at the top level, got {type(data).__name__}"

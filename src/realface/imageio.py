@@ -36,7 +36,7 @@ import logging
 import os
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,10 @@ __all__ = [
     "load_image",
     "save_image",
     "format_for_path",
+    "IMAGE_SUFFIXES",
+    "image_suffixes_text",
+    "is_image_file",
+    "list_images",
 ]
 
 logger = logging.getLogger(__name__)
@@ -86,6 +90,11 @@ READ_MODES: dict[str, str] = {
 PNG16_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 """Modes in which Pillow opens a 16-bit grayscale PNG; they are accepted from PNG files only (a PNG
 sample has at most 16 bits). 16-bit colour PNGs are recognised from the PNG header instead."""
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff")
+"""The one list of file name suffixes (lower case, compared case-insensitively) that mark a file as an
+image wherever a folder is searched: ``realface apply`` catalogues, ``realface dataset build --images``,
+training sets, the metrics' image folders and the web page's folder runs."""
 
 _MODE_NAMES = {"I": "32-bit integer", "F": "32-bit float", "I;16": "16-bit, read from PNG files only"}
 
@@ -175,6 +184,50 @@ class LoadedImage:
                 f"got {pixels.shape} {pixels.dtype}"
             )
         return dataclasses.replace(self, pixels=pixels)
+
+
+def image_suffixes_text(suffixes: Collection[str] = IMAGE_SUFFIXES) -> str:
+    """The suffixes as messages list them: ``".jpg, .jpeg, .png, .webp, .tif, .tiff"``."""
+    return ", ".join(suffixes)
+
+
+def is_image_file(path: str | os.PathLike, suffixes: Collection[str] = IMAGE_SUFFIXES) -> bool:
+    """Whether ``path`` is named like an image: its suffix is in ``suffixes`` (case-insensitive).
+    Only the name is looked at; the file need not exist."""
+    wanted = {s.lower() for s in suffixes}
+    return Path(os.fspath(path)).suffix.lower() in wanted
+
+
+def list_images(
+    folder: str | os.PathLike,
+    recursive: bool = True,
+    *,
+    suffixes: Collection[str] = IMAGE_SUFFIXES,
+    exclude: Sequence[str | os.PathLike] = (),
+) -> list[Path]:
+    """The image files in ``folder`` (:func:`is_image_file`), in walk order: a folder's files sorted by
+    name, then its sub-folders, sorted, when ``recursive``.
+
+    Hidden files and folders (name starting with ``.``, e.g. the temporary files of atomic writes) are
+    skipped; symbolic links to files are followed, links to folders are not. Folders in ``exclude``
+    (and everything below them) are left out. Paths start with ``folder`` as given (relative stays
+    relative). A missing folder, or a file, gives an empty list.
+    """
+    excluded = [Path(os.path.abspath(p)) for p in exclude]
+    wanted = {s.lower() for s in suffixes}
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(Path(folder), followlinks=False):
+        here = Path(dirpath)
+        absolute = Path(os.path.abspath(here))
+        if any(absolute == ex or ex in absolute.parents for ex in excluded):
+            dirnames.clear()
+            continue
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
+        for name in sorted(filenames):
+            file = here / name
+            if not name.startswith(".") and file.suffix.lower() in wanted and file.is_file():
+                found.append(file)
+    return found
 
 
 @contextmanager

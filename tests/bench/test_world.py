@@ -63,6 +63,18 @@ def test_world_resumes_and_refuses_other_settings(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)  # the resumed world equals the uninterrupted one
 
 
+def test_unreadable_or_foreign_world_state_is_refused_naming_it(tmp_path):
+    out = tmp_path / "w"
+    out.mkdir()
+    state = out / "world_state.pt"
+    state.write_bytes(b"\x80\x04not a torch file")
+    with pytest.raises(CheckpointError, match=r"world_state\.pt: cannot read the toy-world state.*delete it"):
+        build_world(out, WorldConfig.quick())
+    torch.save({"G": {}}, state)  # readable, but not what the builder writes
+    with pytest.raises(CheckpointError, match=r"world_state\.pt: not a toy-world state.*delete it"):
+        build_world(out, WorldConfig.quick())
+
+
 def test_missing_world_names_the_command(tmp_path):
     with pytest.raises(CheckpointError, match="realface bench world"):
         load_world(tmp_path)

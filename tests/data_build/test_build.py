@@ -270,3 +270,110 @@ def test_existing_zip_is_replaced_only_when_this_build_made_it(tmp_path, fixture
     with pytest.raises(ConfigError, match="another build"):
         build_dataset(out, images=folder, config=config, progress=False)
     assert out.read_bytes() == second_bytes
+
+
+def _legacy_build_folder(tmp_path: Path, folder: Path, out: Path) -> Path:
+    """A build folder as the builder wrote it before its manifest moved onto ``batch.Manifest``: a
+    ``.lock`` file, ``build_config.json``, compact one-line JSON records without ``started`` lines,
+    and one kept image (the render's face, with the perceptual hash measured for it)."""
+    from realface.batch import hash_config
+
+    work = tmp_path / (out.name + ".build")
+    work.mkdir()
+    (work / ".lock").write_bytes(b"")
+    settings = BuildConfig(size=256).result_fields()
+    config_hash = hash_config(settings)
+    (work / "build_config.json").write_text(
+        json.dumps(
+            {"config_hash": config_hash, "build_id": "733bff0d06ab4e8285fc347bb7fef2f4", "settings": settings}
+        )
+    )
+
+    def fingerprint(name: str) -> str:
+        st = (folder / name).stat()
+        return f"{st.st_size}:{st.st_mtime_ns}"
+
+    common = {"kind": "file", "url": None, "license": "", "source": "", "status": "done"}
+    records = [
+        {
+            "key": "noface.png",
+            **common,
+            "path": str(folder / "noface.png"),
+            "fingerprint": fingerprint("noface.png"),
+            "reason": "no_face",
+            "error": f"{folder / 'noface.png'}: no face of at least 0 px found",
+            "file_sha256": "8483d83d43048b13c5cddd748353f6f9e6a07f2b477b5161b113e5c1e22601b8",
+            "image_size": [160, 160],
+            "faces": [],
+            "config_hash": config_hash,
+            "time": "2026-12-03T08:45:28.161+00:00",
+        },
+        {
+            "key": "render.jpg",
+            **common,
+            "path": str(folder / "render.jpg"),
+            "fingerprint": fingerprint("render.jpg"),
+            "reason": None,
+            "error": None,
+            "file_sha256": "e3131d3235d3ae41e3ae77388be2ec5dd4a84e89d7ce9b780706a5c9a4342884",
+            "image_size": [640, 640],
+            "faces": [
+                {
+                    "box_ltrb": [167, 288, 322, 442],
+                    "landmarks_68": [[199.0, 336.0], [199.0, 354.0]],
+                    "detector": "hog",
+                    "face": 0,
+                    "quad_size": 260.62,
+                    "sharpness": 7.13,
+                    "phash": "83830f0f0f87971f",
+                    "kept": True,
+                    "reason": None,
+                    "output": "00000/img00000000.png",
+                }
+            ],
+            "config_hash": config_hash,
+            "time": "2026-12-03T08:45:29.002+00:00",
+        },
+    ]
+    text = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records)
+    (work / "manifest.jsonl").write_text(text)
+    (out / "00000").mkdir(parents=True)
+    Image.new("RGB", (256, 256), (90, 80, 70)).save(out / "00000" / "img00000000.png")
+    (out / "dataset.json").write_text('{"labels": null}\n')
+    return work
+
+
+def test_a_build_folder_of_the_earlier_manifest_writer_resumes(tmp_path, fixture_files):
+    folder = write_images(tmp_path / "renders", fixture_files, ["noface.png", "render.jpg"])
+    out = tmp_path / "set"
+    work = _legacy_build_folder(tmp_path, folder, out)
+    legacy_lines = (work / "manifest.jsonl").read_text().splitlines()
+
+    (folder / "render_copy.jpg").write_bytes(fixture_files["render_copy.jpg"])
+    summary = build_dataset(out, images=folder, config=BuildConfig(size=256), progress=False)
+
+    assert summary.items["skipped"] == 2 and summary.items["processed_now"] == 1
+    assert summary.images == 1 and ImageDataset(out).names == ("00000/img00000000.png",)
+    lines = (work / "manifest.jsonl").read_text().splitlines()
+    assert lines[:2] == legacy_lines and len(lines) == 3
+    copy = json.loads(lines[2])
+    assert copy["key"] == "render_copy.jpg" and copy["status"] == "done"
+    # the duplicate check runs against the face the earlier writer recorded
+    assert [f["reason"] for f in copy["faces"]] == ["duplicate"]
+    assert "from 00000/img00000000.png" in copy["faces"][0]["verdicts"]["duplicate"]["why"]
+
+
+def test_a_second_build_into_the_same_folder_is_refused(tmp_path, fixture_files):
+    import filelock
+
+    from realface.batch import LOCK_NAME
+    from realface.errors import RealFaceError
+
+    folder = write_images(tmp_path / "renders", fixture_files, ["noface.png"])
+    out, work = tmp_path / "set", tmp_path / "set.build"
+    work.mkdir()
+    with filelock.FileLock(str(work / LOCK_NAME)).acquire(timeout=0):
+        with pytest.raises(RealFaceError, match=r"another build is already writing into .*set\.build"):
+            build_dataset(out, images=folder, config=BuildConfig(size=256), progress=False)
+    assert sorted(p.name for p in work.iterdir()) == [LOCK_NAME]
+    assert not (work / "manifest.jsonl").exists()

@@ -120,7 +120,8 @@ def test_config_rejects_bad_values():
     with pytest.raises(ConfigError, match="noise_mode"):
         ConsistencyConfig(noise_mode="loud")
     with pytest.raises(ConfigError, match="no identity embedder is built on it"):
-        ConsistencyConfig(embedder="curricularface")
+        ConsistencyConfig(embedder="bisenet-79999")
+    assert ConsistencyConfig(embedder="curricularface").embedder == "curricularface"
     with pytest.raises(ConfigError, match="unknown embedder"):
         ConsistencyConfig(embedder="nobody")
     with pytest.raises(ConfigError, match="2\\*\\*32"):
@@ -207,3 +208,28 @@ def test_cli_refuses_bad_inputs(files, tmp_path):
     ]
     for args, name in cases:
         assert_refused(run_realface(*args), name, inputs, outputs=[out])
+
+
+def test_curricularface_embedder_on_shared_latents(tiny, tmp_path):
+    from realface.metrics.identity import CurricularFaceEmbedder
+    from realface.nn.irse import IRBackbone
+
+    units = (1, 1, 1, 1)
+    torch.manual_seed(0)
+    torch.save(IRBackbone(units).state_dict(), tmp_path / "ir.pth")
+    emb = CurricularFaceEmbedder(path=tmp_path / "ir.pth", units=units)
+    cfg = ConsistencyConfig(num=3, batch_size=2, progress=False, embedder="curricularface")
+    same = identity_consistency(tiny, copy.deepcopy(tiny), cfg, emb)
+    assert same["metric"] == "identity_consistency_curricularface" and same["metric"] in METRICS
+    assert same["cosine"]["mean"] == pytest.approx(1.0, abs=1e-9)
+    other = identity_consistency(tiny, _perturbed(tiny, 1.0), cfg, emb)
+    assert other["cosine"]["mean"] < 1 and other["distance"]["mean"] > 0
+
+
+def test_cli_curricularface_without_its_weights_is_refused(files, tmp_path):
+    home = tmp_path / "home"
+    args = ["eval", "consistency", "--real", files["real"], "--rendering", files["real"], "--num", "2"]
+    before = snapshot(files["dir"], files["real"])
+    out = tmp_path / "report.json"
+    run = run_realface(*args, "--embedder", "curricularface", "-o", out, env={"REALFACE_HOME": str(home)})
+    assert_refused(run, "curricularface", inputs=before, outputs=[out])

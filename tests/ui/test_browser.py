@@ -168,22 +168,26 @@ def page(browser, server, tmp_path):
     assert not outside, f"the page requested other hosts: {outside}"
 
 
-def _wait_text(page, selector: str, text: str) -> str:
-    page.wait_for_function(
-        "([s, t]) => { const e = document.querySelector(s); return e && e.innerText.includes(t); }",
-        arg=[selector, text],
+def _wait_text(page, selector: str, text: str, *, unlike: str | None = None) -> str:
+    """Wait until ``selector`` shows ``text`` (and, with ``unlike``, shows something other than that
+    earlier text); return the text the browser matched, read in the same check so that a later
+    update cannot replace it before it is returned."""
+    handle = page.wait_for_function(
+        "([s, t, u]) => { const e = document.querySelector(s); "
+        "return e && e.innerText.includes(t) && e.innerText !== u ? e.innerText : null; }",
+        arg=[selector, text, unlike],
     )
-    return page.inner_text(selector)
+    return handle.json_value()
 
 
 def _click_and_wait(page, button: str, selector: str, text: str) -> str:
-    """Click, wait until ``selector`` no longer shows ``text`` (the job has started and replaced the last
-    result), then until it shows ``text`` again (the new result)."""
+    """Click, then wait until ``selector`` shows ``text``, which the result shown before the click must
+    not contain. While a job runs the page keeps the old result (under a timer), and a fast job can
+    finish before any intermediate state is painted, so only a text that tells the new result from the
+    old one is a safe thing to wait for."""
+    before = page.inner_text(selector)
+    assert text not in before, f"{text!r} does not tell the new result from the old one: {before!r}"
     page.click(button)
-    page.wait_for_function(
-        "([s, t]) => { const e = document.querySelector(s); return e && !e.innerText.includes(t); }",
-        arg=[selector, text],
-    )
     return _wait_text(page, selector, text)
 
 
@@ -282,8 +286,8 @@ def test_batch_tab_runs_a_server_folder_with_the_manifest(page, server):
     out = server["root"] / "batchroot" / "results"
     assert (out / "tops" / "a.jpg").is_file() and (out / "manifest.jsonl").is_file()
     # Again: the finished image is skipped.
-    status = _click_and_wait(page, "#batch-run", "#batch-status", "batch finished")
-    assert "skipped 1" in " ".join(status.split())
+    status = " ".join(_click_and_wait(page, "#batch-run", "#batch-status", "skipped 1").split())
+    assert "batch finished: 2 items" in status and "done 0" in status and "failed 1" in status
     page.fill("#batch-in textarea", "/etc")
     assert "outside the batch folder" in _click_and_wait(page, "#batch-run", "#batch-status", "Error")
 

@@ -79,7 +79,6 @@ REQUIRED_IDS = {
     "fid-inception": "pt_inception-2015-12-05-6726825d.pth",
     "dfe-sketch": "sketch_generator.pkl",
     "curricularface": "CurricularFace_Backbone.pth",
-    "insightface-buffalo_l": "buffalo_l.zip",
     "dlib-lm68": "shape_predictor_68_face_landmarks.dat",
     "dlib-lm5": "shape_predictor_5_face_landmarks.dat",
     "dlib-mmod": "mmod_human_face_detector.dat",
@@ -106,7 +105,8 @@ def test_registry_records_are_complete(record: WeightRecord):
 
 def test_registry_flags_and_mirrors():
     non_commercial = {i for i, r in REGISTRY.items() if r.non_commercial}
-    assert {"sg2ada-ffhq1024", "bisenet-79999", "insightface-buffalo_l", "dlib-lm68"} <= non_commercial
+    assert {"sg2ada-ffhq1024", "bisenet-79999", "dlib-lm68"} <= non_commercial
+    assert "insightface-buffalo_l" not in REGISTRY  # no code used it
     assert REGISTRY["dfe-sketch"].manual_only and REGISTRY["curricularface"].manual_only
     # BiSeNet: the official link is a Drive page, the facexlib release is the file realface fetches.
     assert "drive.google.com" in REGISTRY["bisenet-79999"].urls[0]

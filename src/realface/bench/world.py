@@ -45,6 +45,7 @@ from realface.bench.faces import IDENTITY_PARAMS, NUM_PARAMS, params_from_z, ren
 from realface.errors import CheckpointError, ConfigError
 from realface.nn.stylegan2 import Discriminator, Generator
 from realface.utils.fs import atomic_path, atomic_write_text
+from realface.utils.weightfile import read_torch_object
 
 __all__ = [
     "WorldConfig",
@@ -57,6 +58,25 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_WORLD_STATE_KEYS = frozenset(
+    {
+        "config",
+        "current",
+        "phases",
+        "G",
+        "G_ema",
+        "D",
+        "reg",
+        "opt_G",
+        "opt_D",
+        "opt_reg",
+        "gen",
+        "torch_rng",
+        "oracle",
+    }
+)
+"""Entries of a toy-world resume state (``world_state.pt``), all written together."""
 
 WORLD_FILE = "toyworld.safetensors"
 REGRESSOR_FILE = "toyworld_regressor.safetensors"
@@ -337,11 +357,14 @@ def build_world(
 
     if state_file.is_file():
         try:
-            st = torch.load(state_file, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable state file is reported the same way
+            st = read_torch_object(state_file, "toy-world state")
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc}; unreadable world state, delete it to start again") from None
+        if not isinstance(st, dict) or not _WORLD_STATE_KEYS <= set(st):
             raise CheckpointError(
-                f"{state_file}: unreadable world state ({exc}); delete it to start again"
-            ) from exc
+                f"{state_file}: not a toy-world state (expected a dict with {sorted(_WORLD_STATE_KEYS)}); "
+                "delete it to start again"
+            )
         if json.loads(st["config"]) != cfg_dict:
             raise ConfigError(f"{state_file}: was made with other settings; use another -o or delete it")
         G.load_state_dict(st["G"])

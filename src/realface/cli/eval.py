@@ -140,13 +140,17 @@ def identity_cmd(
         IdentityConfig, "min_face_size", "--min-face", help="Smallest face box side considered, pixels."
     ),
     model: str = config_option(
-        IdentityConfig, "model", "--model", help="Identity embedder (registered: dlib)."
+        IdentityConfig,
+        "model",
+        "--model",
+        help="Identity embedder: dlib or curricularface (needs the weights record curricularface).",
     ),
     progress: bool = PROGRESS_OPT,
     json_path: Path = _JSON,
     csv_path: Path = _CSV,
 ) -> None:
-    """Identity similarity of pairs: dlib 128-d face embeddings, cosine similarity and distance (< 0.6: same)."""
+    """Identity similarity of pairs: dlib 128-d (default) or CurricularFace 512-d face embeddings, cosine
+    similarity and distance (same person below --threshold; 0.6 is dlib's)."""
     from realface.metrics.identity import evaluate_identity
 
     config = IdentityConfig(model=model, threshold=threshold, min_face_size=min_face, progress=progress)
@@ -254,8 +258,8 @@ def consistency_cmd(
     embedder: str = typer.Option(
         None,
         "--embedder",
-        help=f"Identity embedder (registered: dlib; default {default_of(ConsistencyConfig, 'embedder')}). "
-        "Not with --world.",
+        help=f"Identity embedder: {default_of(ConsistencyConfig, 'embedder')} (default) or curricularface "
+        "(needs the weights record curricularface). Not with --world.",
     ),
     threshold: float = typer.Option(
         None,

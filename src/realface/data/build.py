@@ -7,8 +7,8 @@
   ``00000/img00000000.png`` (1000 per folder) and ``dataset.json`` (``{"labels": null}``), nothing
   else, because both readers take every image file under the root;
 * a **build folder** beside it, ``faces.build/``, holding ``manifest.jsonl``, ``summary.json``,
-  ``contact_sheet.png``, ``build_config.json``, the downloads in progress and (zip output) the
-  staging folder ``images/``.
+  ``contact_sheet.png``, ``build_config.json``, the downloads in progress, (zip output) the
+  staging folder ``images/`` and, while a build runs, the lock ``.batch.lock``.
 
 **Per item** (a URL or a file): fetch (:mod:`realface.data.fetch`), decode safely
 (:func:`realface.imageio.load_image`, pixel limit), find faces and their 68 landmarks
@@ -20,8 +20,11 @@ in this order: ``size`` (the FFHQ crop's side in source pixels, :func:`realface.
 ``dup_distance`` bits of a face already kept). A face that passes all four is written as one image.
 Every verdict, with the measured value, the limit and a sentence saying why, goes to the manifest.
 
-**Manifest** (``manifest.jsonl``; one JSON object per processed item, appended with one ``O_APPEND``
-write and fsynced)::
+**Manifest** (``manifest.jsonl``; one JSON object per processed item): a
+:class:`realface.batch.Manifest` of the record kind :data:`DATASET_RECORDS`, so it is appended,
+fsynced, read back (a line cut off by a crash is skipped with a warning) and locked
+(:func:`realface.batch.folder_lock`; a second build into the folder is refused) exactly as a batch's.
+The lines are compact JSON, as earlier versions wrote them, so their build folders resume as they are::
 
     {"key": "https://host/a.jpg" | "sub/a.png",   # the URL, or the file's path below --images
      "kind": "url" | "file", "url": ..., "path": ..., "license": ..., "source": ...,
@@ -69,24 +72,32 @@ import re
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
 
-import filelock
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
-from realface.batch import collect_inputs, hash_config, item_key, remove_stale_temporaries
+from realface.batch import (
+    Manifest,
+    RecordKind,
+    collect_inputs,
+    error_message,
+    folder_lock,
+    hash_config,
+    item_key,
+    latest_records,
+    progress_bar,
+    remove_stale_temporaries,
+)
 from realface.data.fetch import FetchConfig, HostRateLimiter, fetch_url
 from realface.data.filters import estimate_pose, hamming, phash, sharpness
 from realface.data.sources import SourceItem, write_url_list
-from realface.errors import ConfigError, FaceError, ImageError, RealFaceError
-from realface.imageio import DEFAULT_MAX_PIXELS, load_image
+from realface.errors import ConfigError, FaceError, ImageError
+from realface.imageio import DEFAULT_MAX_PIXELS, image_suffixes_text, load_image
 from realface.utils.fs import atomic_path, atomic_write_text
 from realface.weights.cache import offline_reason, sha256_file
 
@@ -94,6 +105,7 @@ __all__ = [
     "BuildConfig",
     "BuildPaths",
     "BuildSummary",
+    "DATASET_RECORDS",
     "FILTERS",
     "build_dataset",
     "export_urls",
@@ -110,7 +122,6 @@ SUMMARY_NAME = "summary.json"
 CONTACT_SHEET_NAME = "contact_sheet.png"
 CONFIG_NAME = "build_config.json"
 DATASET_JSON = "dataset.json"
-_LOCK_NAME = ".lock"
 _IMAGE_NAME_RE = re.compile(r"^(\d{5})/img(\d{8})\.png$")
 _THUMB = 128  # contact sheet thumbnail side
 
@@ -306,56 +317,37 @@ def _file_inputs(folder: Path, exclude: Sequence[Path]) -> list[_Input]:
         st = f.stat()
         out.append(_Input(item_key(f, [folder]), "file", str(f), f"{st.st_size}:{st.st_mtime_ns}"))
     if not out:
-        raise ConfigError(f"--images {folder}: no image files found (.jpg, .jpeg, .png, .webp, .tif)")
+        raise ConfigError(f"--images {folder}: no image files found ({image_suffixes_text()})")
     return out
 
 
 # --- manifest -----------------------------------------------------------------------------------
 
 
-def _append_line(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line with a single ``O_APPEND`` write, then fsync (a line cut off by a crash
-    is completed with a newline first)."""
-    data = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                data = b"\n" + data
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise RealFaceError(f"cannot write the manifest {path}: {exc.strerror or exc}") from None
+def _dump_record(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+def _parse_record(line: str) -> dict[str, Any]:
+    rec = json.loads(line)
+    if not isinstance(rec, dict) or "key" not in rec or "status" not in rec:
+        raise ValueError("not a manifest record")
+    return rec
+
+
+DATASET_RECORDS: RecordKind[dict[str, Any]] = RecordKind(
+    "dataset manifest", _dump_record, _parse_record, lambda r: str(r["key"])
+)
+"""The dataset builder's manifest lines (format: module docstring), kept in a
+:class:`realface.batch.Manifest` with the batch's append, read and resume guarantees."""
 
 
 def _read_manifest(path: Path) -> list[dict[str, Any]]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    records = []
-    for number, line in enumerate(raw.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line.decode("utf-8"))
-            if not isinstance(rec, dict) or "key" not in rec or "status" not in rec:
-                raise ValueError("not a manifest record")
-            records.append(rec)
-        except (ValueError, UnicodeDecodeError) as exc:
-            logger.warning(
-                "%s line %d is unreadable (%s); it was probably cut off by a crash", path, number, exc
-            )
-    return records
+    return Manifest(path, DATASET_RECORDS).records()
 
 
 def _latest(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {r["key"]: r for r in records}
+    return latest_records(records, DATASET_RECORDS)
 
 
 def _outputs(record: dict[str, Any]) -> list[str]:
@@ -479,21 +471,6 @@ def _remove_orphans(images: Path, referenced: set[str]) -> int:
 def _save_png(rgb8: np.ndarray, dest: Path) -> None:
     with atomic_path(dest) as tmp:
         Image.fromarray(rgb8).save(tmp, format="PNG")
-
-
-@contextlib.contextmanager
-def _locked(work: Path) -> Iterator[None]:
-    lock = filelock.FileLock(str(work / _LOCK_NAME))
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        raise RealFaceError(
-            f"another build is writing into {work}; wait for it or choose another output"
-        ) from None
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 # --- per item ------------------------------------------------------------------------------------
@@ -645,18 +622,22 @@ def _base_record(inp: _Input, config_hash: str) -> dict[str, Any]:
     }
 
 
-def _process(
-    inp: _Input,
-    fetched: tuple[Path, str] | Exception,
-    config: BuildConfig,
-    state: _State,
-    paths: BuildPaths,
-    config_hash: str,
-) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """What processing one input needs: the settings, the running state and where to write."""
+
+    config: BuildConfig
+    state: _State
+    paths: BuildPaths
+    config_hash: str
+
+
+def _process(inp: _Input, fetched: tuple[Path, str] | Exception, job: _Job) -> dict[str, Any]:
     """The manifest record of one input (images of kept faces already written)."""
-    record = _base_record(inp, config_hash)
+    config = job.config
+    record = _base_record(inp, job.config_hash)
     if isinstance(fetched, Exception):
-        msg = str(fetched) if isinstance(fetched, RealFaceError) else f"{type(fetched).__name__}: {fetched}"
+        msg = error_message(fetched)
         record.update(
             status="failed", reason="fetch", error=msg if inp.location in msg else f"{inp.location}: {msg}"
         )
@@ -677,33 +658,26 @@ def _process(
         record.update(reason="no_face", error=str(exc))
         return record
     rgb = rgb8 if image.bit_depth == 8 else image.rgb_float()
-    record["faces"] = _judge_faces(rgb, faces, config, state, paths.images)
+    record["faces"] = _judge_faces(rgb, faces, config, job.state, job.paths.images)
     return record
 
 
-def _process_safely(
-    inp: _Input,
-    fetched: tuple[Path, str] | Exception,
-    config: BuildConfig,
-    state: _State,
-    paths: BuildPaths,
-    config_hash: str,
-) -> dict[str, Any]:
+def _process_safely(inp: _Input, fetched: tuple[Path, str] | Exception, job: _Job) -> dict[str, Any]:
     """:func:`_process`, turning an unexpected error into a ``failed`` record (retried by the next
     run) after removing the images this item had written."""
+    state = job.state
     kept, next_index = len(state.kept), state.next_index
     try:
-        return _process(inp, fetched, config, state, paths, config_hash)
+        return _process(inp, fetched, job)
     except Exception as exc:
         logger.debug("%s failed", inp.key, exc_info=True)
         for _hash, name in state.kept[kept:]:
             with contextlib.suppress(FileNotFoundError):
-                (paths.images / name).unlink()
+                (job.paths.images / name).unlink()
         del state.kept[kept:]
         state.next_index = next_index
-        msg = str(exc) if isinstance(exc, RealFaceError) else f"{type(exc).__name__}: {exc}"
-        record = _base_record(inp, config_hash)
-        record.update(status="failed", reason="error", error=f"{inp.location}: {msg}")
+        record = _base_record(inp, job.config_hash)
+        record.update(status="failed", reason="error", error=f"{inp.location}: {error_message(exc)}")
         return record
 
 
@@ -729,7 +703,7 @@ def _write_contact_sheet(paths: BuildPaths, names: list[str], count: int) -> Non
     sheet = Image.new("RGB", (cols * _THUMB, rows * _THUMB), (32, 32, 32))
     for n, idx in enumerate(picks):
         with Image.open(paths.images / names[idx]) as im:
-            thumb = im.convert("RGB").resize((_THUMB, _THUMB), Image.LANCZOS)
+            thumb = im.convert("RGB").resize((_THUMB, _THUMB), Image.Resampling.LANCZOS)
         sheet.paste(thumb, ((n % cols) * _THUMB, (n // cols) * _THUMB))
     with atomic_path(paths.contact_sheet) as tmp:
         sheet.save(tmp, format="PNG")
@@ -800,118 +774,23 @@ def build_dataset(
     else:
         inputs = _url_inputs(urls or [])
     start = time.monotonic()
-    try:
-        paths.work.mkdir(parents=True, exist_ok=True)
-        paths.images.mkdir(parents=True, exist_ok=True)
-        if urls is not None:
-            paths.downloads.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create {paths.work} or {paths.images}: {exc.strerror or exc}") from None
+    _make_folders(paths, downloads=urls is not None)
 
-    with _locked(paths.work):
+    with folder_lock(paths.work, job="build", what="output"):
         config_hash, build_id = _check_config(paths, config)
-        remove_stale_temporaries(paths.images)
-        records = _read_manifest(paths.manifest)
-        latest = _latest(records)
-        referenced = {o for rec in latest.values() for o in _outputs(rec)}
-        _remove_orphans(paths.images, referenced)
-        if not paths.is_zip:
-            atomic_write_text(paths.output / DATASET_JSON, json.dumps({"labels": None}) + "\n")
-
-        todo: list[_Input] = []
-        for inp in inputs:
-            prev = latest.get(inp.key)
-            if (
-                prev is not None
-                and prev["status"] == "done"
-                and prev.get("fingerprint") == inp.fingerprint
-                and all((paths.images / o).exists() for o in _outputs(prev))
-            ):
-                continue
-            todo.append(inp)
-        skipped = len(inputs) - len(todo)
-        if skipped:
-            logger.info("%d of %d items already done in %s", skipped, len(inputs), paths.work)
-        for inp in todo:  # outputs of an earlier version of a redone item are replaced
-            prev = latest.get(inp.key)
-            for name in _outputs(prev) if prev else ():
-                with contextlib.suppress(FileNotFoundError):
-                    (paths.images / name).unlink()
-                referenced.discard(name)
-        redo = {i.key for i in todo}
-        kept = [
-            (int(f["phash"], 16), f["output"])
-            for key, rec in latest.items()
-            if key not in redo
-            for f in rec.get("faces", ())
-            if f.get("output")
-        ]
-        used = [int(m.group(2)) for r in records for o in _outputs(r) if (m := _IMAGE_NAME_RE.match(o))]
-        state = _State(kept=kept, next_index=max(used, default=-1) + 1)
-
-        offline = offline_reason()
-        to_fetch = [
-            i for i in todo if i.kind == "url" and not (paths.downloads / _download_name(i.key)).exists()
-        ]
-        if offline and to_fetch:
-            raise ConfigError(
-                f"{len(to_fetch)} URL(s) still to download (first: {to_fetch[0].key}) but {offline} forbids "
-                "network access; unset it, or build from a folder with --images"
-            )
-
-        limiter = HostRateLimiter(config.fetch.rate_per_host)
-        done_now = 0
-        interrupted = False
-        redirect = logging_redirect_tqdm() if progress else contextlib.nullcontext()
-        pool = concurrent.futures.ThreadPoolExecutor(
-            config.fetch.workers, thread_name_prefix="realface-fetch"
-        )
-        try:
-            with redirect, tqdm(total=len(todo), disable=not progress, unit="img", desc="dataset") as bar:
-                pending: collections.deque = collections.deque()
-                queue = iter(todo)
-                ahead = 2 * config.fetch.workers
-
-                def refill() -> None:
-                    while len(pending) < ahead:
-                        nxt = next(queue, None)
-                        if nxt is None:
-                            return
-                        pending.append((nxt, pool.submit(_fetch, nxt, paths, config.fetch, limiter)))
-
-                refill()
-                while pending:
-                    inp, future = pending.popleft()
-                    refill()
-                    try:
-                        fetched: tuple[Path, str] | Exception = future.result()
-                    except Exception as exc:  # one bad URL or file never ends the run
-                        fetched = exc
-                    record = _process_safely(inp, fetched, config, state, paths, config_hash)
-                    record["time"] = _now()
-                    _append_line(paths.manifest, record)
-                    latest[inp.key] = record
-                    if inp.kind == "url" and not config.keep_downloads and record["status"] == "done":
-                        with contextlib.suppress(FileNotFoundError):
-                            (paths.downloads / _download_name(inp.key)).unlink()
-                    done_now += 1
-                    bar.update(1)
-                    if on_record is not None:
-                        on_record(record)
-        except KeyboardInterrupt:
-            interrupted = True
-            logger.warning("interrupted; run the same command again to continue")
-        finally:
-            pool.shutdown(wait=not interrupted, cancel_futures=True)
-
-        names = sorted(o for rec in latest.values() for o in _outputs(rec))
+        manifest = Manifest(paths.manifest, DATASET_RECORDS)
+        plan = _resume(paths, inputs, manifest.records())
+        _check_offline(paths, plan.todo)
+        job = _Job(config, plan.state, paths, config_hash)
+        done_now, interrupted = _run_items(job, plan, manifest, progress, on_record)
+        names = sorted(o for rec in plan.latest.values() for o in _outputs(rec))
         if interrupted:  # images of the item cut short have no manifest line: remove them now
             _remove_orphans(paths.images, set(names))
-        if not interrupted:
+        else:
             if paths.is_zip:
                 _write_zip(paths, names, build_id)
             _write_contact_sheet(paths, names, config.sample_size)
-        items, faces = _summarise(latest, len(inputs), done_now, skipped, len(todo) - done_now)
+        items, faces = _summarise(plan.latest, len(inputs), done_now, plan.skipped, len(plan.todo) - done_now)
         summary = BuildSummary(
             images=len(names),
             items=items,
@@ -923,6 +802,133 @@ def build_dataset(
         )
         atomic_write_text(paths.summary, json.dumps(summary.to_dict(), indent=2) + "\n")
     return summary
+
+
+def _make_folders(paths: BuildPaths, downloads: bool) -> None:
+    try:
+        paths.work.mkdir(parents=True, exist_ok=True)
+        paths.images.mkdir(parents=True, exist_ok=True)
+        if downloads:
+            paths.downloads.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {paths.work} or {paths.images}: {exc.strerror or exc}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Where a run starts: the latest record per key (updated as items finish), the inputs to
+    process, how many were skipped, and the numbering and duplicate state."""
+
+    latest: dict[str, dict[str, Any]]
+    todo: list[_Input]
+    skipped: int
+    state: _State
+
+
+def _is_done(prev: dict[str, Any] | None, inp: _Input, images: Path) -> bool:
+    """Whether an earlier run finished ``inp``: ``done``, same fingerprint, its images present."""
+    return (
+        prev is not None
+        and prev["status"] == "done"
+        and prev.get("fingerprint") == inp.fingerprint
+        and all((images / o).exists() for o in _outputs(prev))
+    )
+
+
+def _resume(paths: BuildPaths, inputs: Sequence[_Input], records: list[dict[str, Any]]) -> _Plan:
+    """Tidy the dataset folder against the manifest and plan the run (module docstring: resume).
+    Call only while holding the build folder's lock."""
+    remove_stale_temporaries(paths.images)
+    latest = _latest(records)
+    _remove_orphans(paths.images, {o for rec in latest.values() for o in _outputs(rec)})
+    if not paths.is_zip:
+        atomic_write_text(paths.output / DATASET_JSON, json.dumps({"labels": None}) + "\n")
+
+    todo = [inp for inp in inputs if not _is_done(latest.get(inp.key), inp, paths.images)]
+    skipped = len(inputs) - len(todo)
+    if skipped:
+        logger.info("%d of %d items already done in %s", skipped, len(inputs), paths.work)
+    for inp in todo:  # outputs of an earlier version of a redone item are replaced
+        prev = latest.get(inp.key)
+        for name in _outputs(prev) if prev else ():
+            with contextlib.suppress(FileNotFoundError):
+                (paths.images / name).unlink()
+    redo = {i.key for i in todo}
+    kept = [
+        (int(f["phash"], 16), f["output"])
+        for key, rec in latest.items()
+        if key not in redo
+        for f in rec.get("faces", ())
+        if f.get("output")
+    ]
+    used = [int(m.group(2)) for r in records for o in _outputs(r) if (m := _IMAGE_NAME_RE.match(o))]
+    return _Plan(latest, todo, skipped, _State(kept=kept, next_index=max(used, default=-1) + 1))
+
+
+def _check_offline(paths: BuildPaths, todo: Sequence[_Input]) -> None:
+    """Refuse a run that would download while ``REALFACE_OFFLINE`` (or the like) forbids it."""
+    offline = offline_reason()
+    to_fetch = [i for i in todo if i.kind == "url" and not (paths.downloads / _download_name(i.key)).exists()]
+    if offline and to_fetch:
+        raise ConfigError(
+            f"{len(to_fetch)} URL(s) still to download (first: {to_fetch[0].key}) but {offline} forbids "
+            "network access; unset it, or build from a folder with --images"
+        )
+
+
+def _run_items(
+    job: _Job,
+    plan: _Plan,
+    manifest: Manifest[dict[str, Any]],
+    progress: bool,
+    on_record: Callable[[dict[str, Any]], None] | None,
+) -> tuple[int, bool]:
+    """Process the planned inputs in order while ``fetch.workers`` threads fetch ahead; record each.
+    Returns (items processed, interrupted by Ctrl-C)."""
+    fetch = job.config.fetch
+    limiter = HostRateLimiter(fetch.rate_per_host)
+    done_now = 0
+    interrupted = False
+    pool = concurrent.futures.ThreadPoolExecutor(fetch.workers, thread_name_prefix="realface-fetch")
+    try:
+        with progress_bar(len(plan.todo), progress=progress, desc="dataset") as bar:
+            pending: collections.deque[tuple[_Input, concurrent.futures.Future[tuple[Path, str]]]]
+            pending = collections.deque()
+            queue = iter(plan.todo)
+            ahead = 2 * fetch.workers
+
+            def refill() -> None:
+                while len(pending) < ahead:
+                    nxt = next(queue, None)
+                    if nxt is None:
+                        return
+                    pending.append((nxt, pool.submit(_fetch, nxt, job.paths, fetch, limiter)))
+
+            refill()
+            while pending:
+                inp, future = pending.popleft()
+                refill()
+                try:
+                    fetched: tuple[Path, str] | Exception = future.result()
+                except Exception as exc:  # one bad URL or file never ends the run
+                    fetched = exc
+                record = _process_safely(inp, fetched, job)
+                record["time"] = _now()
+                manifest.append(record)
+                plan.latest[inp.key] = record
+                if inp.kind == "url" and not job.config.keep_downloads and record["status"] == "done":
+                    with contextlib.suppress(FileNotFoundError):
+                        (job.paths.downloads / _download_name(inp.key)).unlink()
+                done_now += 1
+                bar.update(1)
+                if on_record is not None:
+                    on_record(record)
+    except KeyboardInterrupt:
+        interrupted = True
+        logger.warning("interrupted; run the same command again to continue")
+    finally:
+        pool.shutdown(wait=not interrupted, cancel_futures=True)
+    return done_now, interrupted
 
 
 def _work_for(path: Path) -> Path:

@@ -101,8 +101,11 @@ class LabTransfer:
         """
         lab_n, lab_r = rgb_to_lab(new_samples), rgb_to_lab(ref_samples)  # [K, 3]
         gain = np.clip(lab_r.std(0) / np.maximum(lab_n.std(0), 1e-3), 0.25, 4.0)
-        as_tuple = lambda t: tuple(float(v) for v in t)  # noqa: E731
-        return cls(as_tuple(lab_n.mean(0)), as_tuple(gain), as_tuple(lab_r.mean(0)))
+
+        def as_triple(t: np.ndarray) -> tuple[float, float, float]:
+            return float(t[0]), float(t[1]), float(t[2])
+
+        return cls(as_triple(lab_n.mean(0)), as_triple(gain), as_triple(lab_r.mean(0)))
 
     def apply(self, rgb: np.ndarray) -> np.ndarray:
         """Reference path: exact per-pixel transfer of RGB ``[..., 3]`` in [0, 1]; result clipped to [0, 1]."""

@@ -18,7 +18,7 @@ import dataclasses
 import functools
 import logging
 import os
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import scipy.ndimage
@@ -27,6 +27,9 @@ from PIL import Image, ImageDraw
 from scipy.spatial import ConvexHull
 
 from realface.errors import WeightsError
+
+if TYPE_CHECKING:
+    from realface.face.align import Alignment
 
 __all__ = [
     "MaskConfig",
@@ -238,7 +241,7 @@ def parser_available() -> bool:
 def build_mask(
     rgb: np.ndarray | None,
     landmarks: np.ndarray,
-    alignment,
+    alignment: Alignment,
     config: MaskConfig,
     parser: FaceParser | None = None,
 ) -> FaceMask:

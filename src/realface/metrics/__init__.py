@@ -85,6 +85,29 @@ register_metric(
 )
 register_metric(
     MetricInfo(
+        "identity_curricularface",
+        "pair",
+        False,
+        "CurricularFace IR-101 512-d embedding of the face FFHQ-aligned on 68 landmarks, box "
+        "(0.123, 0.113, 0.877, 0.867) resized to 112px, [-1,1]; flip-averaged, l2-normalised; cosine similarity "
+        "and Euclidean distance",
+        "realface.metrics.identity",
+    )
+)
+register_metric(
+    MetricInfo(
+        "identity_consistency_curricularface",
+        "pair",
+        False,
+        "the same generate.py latents through G_real's mapping, decoded by G_real and G_rendering; "
+        "CurricularFace IR-101 embeddings (flip-averaged, l2-normalised) of the FFHQ-aligned faces, box "
+        "(0.123, 0.113, 0.877, 0.867) resized to 112px; cosine similarity and distance per pair, mean and 95% "
+        "Student-t interval",
+        "realface.metrics.consistency",
+    )
+)
+register_metric(
+    MetricInfo(
         "lpips_vgg256",
         "pair",
         True,

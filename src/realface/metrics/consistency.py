@@ -15,8 +15,9 @@ same person in both generators. The protocol measures how well that holds:
    mean and 95 % Student-t interval of each (:func:`mean_ci`), and the share of pairs closer than the
    embedder's same-person threshold (dlib: 0.6).
 
-The paper reports 0.57 with CurricularFace; dlib's embedding space differs, so its cosine values are
-comparable between generators measured here, not with that number. The same protocol in the toy world,
+The paper reports 0.57 with CurricularFace: ``embedder="curricularface"`` measures in that space
+(:class:`realface.metrics.identity.CurricularFaceEmbedder`, weights fetched by hand); dlib's embedding space
+differs, so its cosine values are comparable between generators measured here, not with that number. The same protocol in the toy world,
 where identity is read back as face parameters, is :func:`realface.bench.consistency.toy_consistency`.
 """
 
@@ -76,7 +77,8 @@ class ConsistencyConfig:
         truncation_psi: truncation of ``G_real``'s mapping (1: none). Default 1.
         noise_mode: ``"const"`` (default), ``"random"`` (seeded by ``seed0``) or ``"none"``.
         batch_size: latents per forward pass. Default 16.
-        embedder: name in :data:`realface.metrics.identity.EMBEDDERS`. Default ``"dlib"``.
+        embedder: name in :data:`realface.metrics.identity.EMBEDDERS` (``"dlib"``, ``"curricularface"``).
+            Default ``"dlib"``.
         threshold: embedding distance below which a pair is the same person. Default 0.6 (dlib's).
         progress: show a progress bar. Default True.
     """

@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from realface import imageio
 from realface.errors import ConfigError
 from realface.utils.fs import atomic_write_text
 
 __all__ = [
-    "IMAGE_SUFFIXES",
     "ImagePair",
     "PairSet",
     "list_images",
@@ -41,16 +41,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm"})
-"""File suffixes (lower-cased) treated as images; pytorch-fid's list."""
-
-
-def _hidden(rel: Path) -> bool:
-    return any(part.startswith(".") for part in rel.parts)
-
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Every image file under ``folder`` (recursive), sorted by relative POSIX path.
+    """Every image file under ``folder`` (recursive; :func:`realface.imageio.list_images`), sorted by
+    relative POSIX path.
 
     Raises:
         ConfigError: ``folder`` is not a directory, or holds no image.
@@ -58,22 +52,16 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     root = Path(folder)
     if not root.is_dir():
         raise ConfigError(f"{root}: not a folder of images")
-    files = [
-        p
-        for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not _hidden(p.relative_to(root))
-    ]
+    files = imageio.list_images(root, recursive=True)
     if not files:
-        raise ConfigError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
+        raise ConfigError(f"{root}: no image files ({imageio.image_suffixes_text()}) found")
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
 def load_rgb01(path: str | os.PathLike) -> np.ndarray:
     """An image file as float32 RGB in [0, 1], ``[H, W, 3]`` (grayscale replicated, alpha dropped,
     EXIF orientation applied, 16-bit kept at full precision). Raises :class:`ImageError` naming the file."""
-    from realface.imageio import load_image
-
-    return load_image(path).rgb_float()  # [H, W, 3]
+    return imageio.load_image(path).rgb_float()  # [H, W, 3]
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,10 @@ failed with the reason, and left out of the summary.
 
 The paper reports identity similarity 0.57 with CurricularFace (cosine similarity of 512-d embeddings
 of 112² crops). dlib's embeddings are a different space, so its cosine values are not comparable with
-that number; a CurricularFace/ArcFace embedder can be added to :data:`EMBEDDERS` (the weights are
-listed in reference/weights.md §6) and is not part of this module yet.
+that number; the embedder ``"curricularface"`` (:class:`CurricularFaceEmbedder`) computes the paper's
+metric from the IR-101 backbone (:mod:`realface.nn.irse`), once ``CurricularFace_Backbone.pth`` is in the
+weights cache (registry id ``curricularface``, fetched by hand). Its same-person decision still uses
+``threshold`` on the embedding distance; dlib's 0.6 does not carry over to CurricularFace's space.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from realface.errors import ConfigError, FaceError, RealFaceError
@@ -43,6 +47,8 @@ __all__ = [
     "DLIB_SAME_PERSON",
     "EMBEDDERS",
     "FaceEmbedder",
+    "CURRICULARFACE_CROP_BOX",
+    "CurricularFaceEmbedder",
     "DlibFaceEmbedder",
     "IdentityConfig",
     "IdentityPairResult",
@@ -176,6 +182,107 @@ class DlibFaceEmbedder:
 
     def embed_aligned(self, rgb: np.ndarray) -> np.ndarray:
         return self._descriptor(self.aligned_chip(rgb))
+
+
+CURRICULARFACE_CROP_BOX = (0.123, 0.113, 0.877, 0.867)
+"""(left, top, right, bottom) of the square cut from an FFHQ-aligned image for CurricularFace, in units of its
+side, then resized to 112×112: the least-squares scale and shift that map dlib's eye centres, nose tip and
+mouth corners on the aligned fixtures of tests/data/align onto the usual 5-point template of 112² face
+crops (eyes (38.3, 51.7) and (73.5, 51.5), nose (56.0, 71.7), mouth corners (41.5, 92.4) and (70.7, 92.2)),
+the frame the IR-101 was trained on; centred across, so a mirrored image gives the mirrored crop. Eyes land
+within 4 px of the template, nose tip and mouth corners within 7 px (tests/metrics/test_identity_curricularface.py)."""
+
+
+@functools.cache
+def _ir101(path: str, units: tuple[int, ...]) -> torch.nn.Module:
+    from realface.nn.irse import load_ir101
+
+    return load_ir101(path, units=units)
+
+
+@register_embedder("curricularface")
+class CurricularFaceEmbedder:
+    """CurricularFace's IR-101 512-d embedding (the paper's identity metric), flip-averaged and l2-normalised.
+
+    The face crop: the face is FFHQ-aligned on dlib's 68 landmarks (:func:`realface.face.align.align_face`,
+    256 px; a generator's output already is), :data:`CURRICULARFACE_CROP_BOX` of it is resized to 112×112
+    (bilinear, antialiased), normalised to [-1, 1] and embedded with :func:`realface.nn.irse.embed_flip`.
+
+    Args:
+        min_face_size: faces with a box side below this many pixels are ignored. Default 32.
+        upsample: detector upsampling. Default 1.
+        cnn_fallback: try dlib's CNN detector when HOG finds nothing. Default True.
+        path: the ``CurricularFace_Backbone.pth`` file; default None: the weights record ``curricularface``
+            (``realface weights import curricularface PATH``); its absence raises the registry's
+            :class:`~realface.errors.WeightsError`, which says how to get it.
+        units: units per stage of the backbone; default IR-101's (3, 13, 30, 3).
+    """
+
+    name = "curricularface"
+    dim = 512
+    chip_size = 112
+
+    def __init__(
+        self,
+        min_face_size: int = 32,
+        upsample: int = 1,
+        cnn_fallback: bool = True,
+        path: str | Path | None = None,
+        units: tuple[int, ...] | None = None,
+    ) -> None:
+        from realface.face.detect import DetectConfig
+        from realface.nn.irse import IR101_UNITS
+
+        if path is None:
+            from realface.weights import weight_path
+
+            path = weight_path("curricularface")
+        self.detect_config = DetectConfig(
+            upsample=upsample, cnn_fallback=cnn_fallback, min_face_size=min_face_size
+        )
+        self._net = _ir101(str(Path(path).resolve()), tuple(units or IR101_UNITS))
+
+    def aligned_chip(self, rgb: np.ndarray) -> np.ndarray:
+        """The ``[112, 112, 3]`` float32 chip in [0, 1] of an FFHQ-aligned image ``[R, R, 3]`` uint8."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected uint8 RGB [H, W, 3], got {rgb.shape} {rgb.dtype}")
+        h, w = rgb.shape[:2]
+        left, top, right, bottom = CURRICULARFACE_CROP_BOX
+        crop = rgb[round(top * h) : round(bottom * h), round(left * w) : round(right * w)]  # [h', w', 3]
+        x = (
+            torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].float() / 255.0
+        )  # [1, 3, h', w']
+        x = F.interpolate(x, size=(self.chip_size, self.chip_size), mode="bilinear", antialias=True)
+        chip = x[0].permute(1, 2, 0).clamp(0, 1).numpy()  # [112, 112, 3]
+        assert chip.shape == (self.chip_size, self.chip_size, 3), chip.shape
+        return chip
+
+    def embed_chip(self, chip: np.ndarray) -> np.ndarray:
+        """``[512]`` float64 unit vector of a ``[112, 112, 3]`` chip in [0, 1]."""
+        from realface.nn.irse import embed_flip, preprocess
+
+        x = torch.from_numpy(np.ascontiguousarray(chip, np.float32)).permute(2, 0, 1)[
+            None
+        ]  # [1, 3, 112, 112]
+        with torch.no_grad():
+            emb = embed_flip(self._net, preprocess(x))[0]  # [512]
+        return emb.double().numpy()
+
+    def embed(self, rgb: np.ndarray, source: str = "image") -> np.ndarray:
+        from realface.face.align import AlignConfig, align_face
+        from realface.face.detect import find_faces
+
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"{source}: expected uint8 RGB [H, W, 3], got {rgb.shape} {rgb.dtype}")
+        try:
+            faces = find_faces(np.ascontiguousarray(rgb), self.detect_config, source=source)
+        except FaceError as exc:
+            raise NoFaceError(str(exc)) from None
+        aligned = align_face(rgb, faces[0].landmarks_array, AlignConfig(output_size=256))
+        return self.embed_chip(self.aligned_chip(aligned.to_uint8()))  # from [256, 256, 3]
+
+    def embed_aligned(self, rgb: np.ndarray) -> np.ndarray:
+        return self.embed_chip(self.aligned_chip(rgb))
 
 
 @dataclass(frozen=True)

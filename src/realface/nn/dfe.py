@@ -60,9 +60,7 @@ import io
 import json
 import logging
 import os
-import pickle
 import re
-import struct
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -78,6 +76,7 @@ from torch import nn
 from realface.errors import CheckpointError, UnsafePickleError
 from realface.nn.sketch import register_sketch_extractor
 from realface.utils.fs import atomic_path
+from realface.utils.weightfile import RestrictedUnpickler, pickle_failure, sniff_format
 
 __all__ = [
     "DFEConfig",
@@ -383,29 +382,7 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
-class _NumpyDictUnpickler(pickle.Unpickler):
-    """Resolves only :data:`_ALLOWED_GLOBALS`; everything else raises before it can be called."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        obj = _ALLOWED_GLOBALS.get((module, name))
-        if obj is None:
-            raise UnsafePickleError(
-                f"refusing to load global '{module}.{name}': a Jittor weight file holds only numpy arrays, and "
-                "loading anything else could execute code"
-            )
-        return obj
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise UnsafePickleError(f"persistent ids are not used by Jittor weight files (got {pid!r})")
-
-
-def _with_path(path: Path, exc: BaseException) -> CheckpointError:
-    if isinstance(exc, CheckpointError):
-        exc.args = (f"{path}: {exc.args[0]}",)
-        return exc
-    if isinstance(exc, EOFError):
-        return CheckpointError(f"{path}: the pickle ends early (truncated download?); fetch the file again")
-    return CheckpointError(f"{path}: not a readable Jittor weight pickle ({type(exc).__name__}: {exc})")
+_REFUSAL = "a Jittor weight file holds only numpy arrays, and loading anything else could execute code"
 
 
 def read_jittor_pickle(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -442,9 +419,14 @@ def read_jittor_pickle(path: str | os.PathLike) -> dict[str, np.ndarray]:
             "corrupt. Fetch it again"
         )
     try:
-        obj = _NumpyDictUnpickler(io.BytesIO(body)).load()
+        obj = RestrictedUnpickler(io.BytesIO(body), _ALLOWED_GLOBALS, _REFUSAL, "Jittor weight files").load()
     except Exception as exc:  # noqa: BLE001 - every failure becomes a CheckpointError naming the file
-        raise _with_path(path, exc) from exc
+        raise pickle_failure(
+            path,
+            exc,
+            "Jittor weight pickle",
+            "the pickle ends early (truncated download?); fetch the file again",
+        ) from exc
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: expected a dict of arrays at the top level, got {type(obj).__name__}")
     out: dict[str, np.ndarray] = {}
@@ -483,10 +465,8 @@ def _detect(path: Path) -> str:
         ) from None
     if tail == JITTOR_MAGIC or (len(head) >= 2 and head[0] == 0x80):
         return "jittor"  # a pickle without the trailer is refused by read_jittor_pickle with its own message
-    if len(head) >= 9:
-        (n,) = struct.unpack("<Q", head[:8])
-        if 0 < n < 100_000_000 and head[8:9] == b"{":
-            return "safetensors"
+    if sniff_format(path) == "safetensors":
+        return "safetensors"
     raise CheckpointError(
         f"{path}: unrecognised file; expected DeepFaceEditing's checkpoints/sketch_generator.pkl (Jittor) or "
         "realface's .safetensors conversion of it"

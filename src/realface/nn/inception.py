@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from realface.errors import CheckpointError
+from realface.utils.weightfile import load_checked, read_state_dict
 
 __all__ = [
     "FIDInception3",
@@ -281,48 +282,11 @@ class FIDInception3(nn.Module):
         return feats
 
 
-def _read_state(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as exc:
-            raise CheckpointError(f"{path}: cannot read the FID Inception weights ({exc})") from None
-    try:
-        state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(
-            f"{path}: cannot read the FID Inception weights as a PyTorch state dict ({exc})"
-        ) from None
-    if not isinstance(state, dict):
-        raise CheckpointError(
-            f"{path}: expected a state dict of FID Inception weights, got {type(state).__name__}"
-        )
-    return state
-
-
 def load_fid_inception_state(model: FIDInception3, state: dict[str, torch.Tensor], source: str) -> None:
     """Copy a pytorch-fid state dict into ``model``: every parameter and running statistic must be present
     with the right shape; ``num_batches_tracked`` counters are optional (unused in eval); anything else
-    is refused."""
-    expected = model.state_dict()
-    optional = {k for k in expected if k.endswith("num_batches_tracked")}
-    missing = sorted(set(expected) - set(state) - optional)
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [
-        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and (not isinstance(state[k], torch.Tensor) or tuple(state[k].shape) != tuple(v.shape))
-    ]
-    if missing or unexpected or wrong:
-        raise CheckpointError(
-            f"{source}: not the pytorch-fid Inception state dict (pt_inception-2015-12-05): "
-            f"missing {missing[:3]} ({len(missing)}), unexpected {unexpected[:3]} ({len(unexpected)}), "
-            f"wrong shapes {wrong[:3]}"
-        )
-    full = {k: (state[k] if k in state else expected[k]) for k in expected}
-    model.load_state_dict(full, strict=True)
+    is refused (:func:`realface.utils.weightfile.load_checked`)."""
+    load_checked(model, state, source, "the pytorch-fid Inception state dict (pt_inception-2015-12-05)")
 
 
 def load_fid_inception(
@@ -335,7 +299,8 @@ def load_fid_inception(
         path: a ``pt_inception-2015-12-05-6726825d.pth`` state dict (or a safetensors copy); default
             ``weight_path("fid-inception")`` (the verified cache, downloaded when allowed).
 
-    The file is read with ``torch.load(weights_only=True)``; nothing in it is executed.
+    The file (a state dict or safetensors) is read by :func:`realface.utils.weightfile.read_state_dict`
+    (``torch.load(weights_only=True)``); nothing in it is executed.
 
     Raises:
         WeightsError: the default file is missing and cannot be fetched (the message says how to get it).
@@ -347,6 +312,6 @@ def load_fid_inception(
     if not file.is_file():
         raise CheckpointError(f"{file}: FID Inception weights not found")
     model = FIDInception3()
-    load_fid_inception_state(model, _read_state(file), source=str(file))
+    load_fid_inception_state(model, read_state_dict(file, "FID Inception weights"), source=str(file))
     log.debug("FID Inception loaded from %s", file)
     return model.eval().requires_grad_(False).to(device)

@@ -50,7 +50,7 @@ from torch import nn
 
 from realface.errors import CheckpointError
 from realface.nn.resize import area_downsample
-from realface.utils.state import state_dict_mismatch
+from realface.utils.weightfile import check_state_dict, read_state_dict
 
 __all__ = ["LPIPS", "LPIPSFeatures", "VGG16Trunk", "load_lpips_vgg", "TAP_INDICES", "TAP_CHANNELS"]
 
@@ -265,23 +265,11 @@ class LPIPS(nn.Module):
         are ignored). The ``features`` subset must match key for key and shape for shape."""
         expected = self.net.state_dict()
         given = {k: v for k, v in state.items() if k.startswith("features.")}
-        problem = state_dict_mismatch(expected, given)
-        if problem:
-            raise CheckpointError(f"{source}: not a torchvision VGG16 state dict ({problem})")
+        check_state_dict(expected, given, source, "a torchvision VGG16 state dict", optional=lambda k: False)
         ignored = len(state) - len(given)
         if ignored:
             log.debug("%s: ignoring %d non-feature tensors (classifier)", source, ignored)
         self.net.load_state_dict(given, strict=True)
-
-
-def _read_state(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot read the {what} as a PyTorch state dict ({exc})") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: expected a state dict for the {what}, got {type(state).__name__}")
-    return state
 
 
 def load_lpips_vgg(
@@ -300,7 +288,8 @@ def load_lpips_vgg(
             the ``lpips`` package).
         resize_to: see :class:`LPIPS`.
 
-    Both files are read with ``torch.load(weights_only=True)``; nothing in them is executed. All
+    Both files are read by :func:`realface.utils.weightfile.read_state_dict` (``torch.load(weights_only=True)``
+    or safetensors); nothing in them is executed. All
     parameters have ``requires_grad=False``; gradients still flow to the input images.
 
     Raises:
@@ -312,7 +301,7 @@ def load_lpips_vgg(
     vgg_file = Path(vgg_path) if vgg_path is not None else weight_path("tv-vgg16")
     lin_file = Path(lin_path) if lin_path is not None else weight_path("lpips-vgg-v0.1")
     model = LPIPS(resize_to=resize_to)
-    model.load_vgg(_read_state(vgg_file, "VGG16 weights"), source=str(vgg_file))
-    model.load_heads(_read_state(lin_file, "LPIPS heads"), source=str(lin_file))
+    model.load_vgg(read_state_dict(vgg_file, "VGG16 weights"), source=str(vgg_file))
+    model.load_heads(read_state_dict(lin_file, "LPIPS heads"), source=str(lin_file))
     log.debug("LPIPS-VGG loaded from %s and %s", vgg_file, lin_file)
     return model.eval().requires_grad_(False).to(device)

@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from realface.errors import CheckpointError
-from realface.utils.state import state_dict_mismatch
+from realface.utils.weightfile import load_checked, read_state_dict, strip_prefix
 
 __all__ = ["BiSeNet", "LABELS", "FACE_LABELS", "SKIN_LABELS", "load_bisenet", "preprocess"]
 
@@ -191,20 +190,12 @@ def preprocess(rgb: torch.Tensor, size: int = 512) -> torch.Tensor:
 def load_bisenet(path: str | os.PathLike, device: str | torch.device = "cpu") -> BiSeNet:
     """Build :class:`BiSeNet` and load a plain state dict (``79999_iter.pth``) key for key.
 
-    The file is read with ``torch.load(weights_only=True)``: nothing in it is executed. A checkpoint
+    The file is read by :func:`realface.utils.weightfile.read_state_dict` (``torch.load(weights_only=True)``
+    or safetensors): nothing in it is executed; a ``module.`` prefix on every key is removed. A checkpoint
     without BatchNorm ``num_batches_tracked`` counters (older PyTorch) is accepted; any other missing
     or unexpected key, or a shape mismatch, raises :class:`CheckpointError`.
     """
-    try:
-        state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot read as a PyTorch state dict ({exc})") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
+    state = strip_prefix(read_state_dict(path, "BiSeNet face-parsing weights"))
     model = BiSeNet(19)
-    expected = model.state_dict()
-    problem = state_dict_mismatch(expected, state, optional=lambda k: k.endswith("num_batches_tracked"))
-    if problem:
-        raise CheckpointError(f"{path}: not a BiSeNet face-parsing checkpoint ({problem})")
-    model.load_state_dict(state, strict=False)
+    load_checked(model, state, str(path), "a BiSeNet face-parsing checkpoint")
     return model.eval().requires_grad_(False).to(device)

@@ -493,6 +493,7 @@ class SynthesisBlock(nn.Module):
                 x, next(w_iter), fused_modconv=fused_modconv, noise=noise[0], impl=impl, **layer_kwargs
             )
         else:
+            assert x is not None, "a block after the first needs the features of the one before"
             x = x.to(dtype=dtype, memory_format=memory_format)
             x = self.conv0(
                 x, next(w_iter), fused_modconv=fused_modconv, noise=noise[0], impl=impl, **layer_kwargs
@@ -599,6 +600,7 @@ class SynthesisNetwork(nn.Module):
             n_idx += block.num_conv
             if out_resolution is not None and block.resolution == out_resolution:
                 break
+        assert img is not None, "the synthesis network has at least one block"
         return img
 
 
@@ -726,14 +728,16 @@ class DiscriminatorBlock(nn.Module):
     def forward(
         self, x: torch.Tensor | None, img: torch.Tensor | None, force_fp32: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        device = (x if x is not None else img).device
-        dtype = _block_dtype(self.use_fp16, force_fp32, device)
+        first = x if x is not None else img
+        assert first is not None, "a discriminator block needs features or an image"
+        dtype = _block_dtype(self.use_fp16, force_fp32, first.device)
         memory_format = (
             torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format
         )
         if x is not None:
             x = x.to(dtype=dtype, memory_format=memory_format)
         if self.in_channels == 0:
+            assert img is not None, "the first discriminator block reads the image"
             img = img.to(dtype=dtype, memory_format=memory_format)
             y = self.fromrgb(img)
             x = x + y if x is not None else y
@@ -814,6 +818,7 @@ class DiscriminatorEpilogue(nn.Module):
         x = self.fc(x.flatten(1))
         x = self.out(x)  # [N, 1] or [N, cmap_dim]
         if self.cmap_dim > 0:
+            assert cmap is not None, "a conditional discriminator needs the mapped condition"
             x = (x * cmap).sum(dim=1, keepdim=True) * (1 / math.sqrt(self.cmap_dim))
         return x
 

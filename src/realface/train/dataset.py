@@ -2,7 +2,8 @@
 
 **Layout.** :class:`ImageDataset` reads the StyleGAN2-ADA dataset layout (what the official
 ``dataset_tool.py`` writes): a folder, searched recursively, or a ``.zip`` archive of aligned,
-square images (``.png``, ``.jpg``/``.jpeg``, ``.webp``; other files are ignored). A ``dataset.json``
+square images (the suffixes of :data:`realface.imageio.IMAGE_SUFFIXES`: ``.png``, ``.jpg``/``.jpeg``,
+``.webp``, ``.tif``/``.tiff``; other files are ignored). A ``dataset.json``
 with class labels may be present; realface trains unconditional networks, so it is ignored (logged
 at debug level). Files are used in sorted order of their ``/``-separated relative names.
 
@@ -49,7 +50,7 @@ import logging
 import os
 import struct
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -59,6 +60,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from realface.errors import ConfigError, RealFaceError
+from realface.imageio import image_suffixes_text, is_image_file
 
 __all__ = [
     "DatasetError",
@@ -69,15 +71,13 @@ __all__ = [
     "default_workers",
     "make_loader",
     "to_model_range",
-    "IMAGE_SUFFIXES",
 ]
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-"""File name endings (case-insensitive) that are read as images."""
-
-_PIL_FORMATS = ("PNG", "JPEG", "WEBP")  # Pillow identifies by content; only these decoders may run
+# Pillow identifies by content; only the decoders of the formats that realface.imageio.IMAGE_SUFFIXES
+# name may run.
+_PIL_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF")
 _CONVERTED_MODES = ("L", "LA", "RGBA", "P", "PA", "1")  # read as RGB, alpha dropped
 _MAX_SIDE = 16384  # no aligned face dataset is larger; a bigger header is refused before decoding
 _MAX_MEMBER_BYTES = 1 << 30  # a zip member larger than 1 GiB is not an aligned face image
@@ -201,7 +201,7 @@ class ImageDataset(torch.utils.data.Dataset):
             )
         if not headers:
             raise DatasetError(
-                f"{self.path}: no readable images (looked for {', '.join(IMAGE_SUFFIXES)}; "
+                f"{self.path}: no readable images (looked for {image_suffixes_text()}; "
                 f"{len(candidates)} candidate file(s), {len(skipped)} unreadable)"
             )
         self.resolution = self._check_sizes(headers, resolution)
@@ -255,7 +255,7 @@ class ImageDataset(torch.utils.data.Dataset):
                 all_names.append(info.filename)
         if "dataset.json" in all_names:
             logger.debug("%s: dataset.json (class labels) is ignored; training is unconditional", self.path)
-        images = sorted(n for n in all_names if n.lower().endswith(IMAGE_SUFFIXES))
+        images = sorted(n for n in all_names if is_image_file(n))
         ignored = len(all_names) - len(images) - ("dataset.json" in all_names)
         if ignored:
             logger.debug("%s: %d non-image file(s) ignored", self.path, ignored)
@@ -321,7 +321,7 @@ class ImageDataset(torch.utils.data.Dataset):
             if decode:
                 self._decode(self._read_bytes(name), expected=None)
         except UnidentifiedImageError:
-            return "not a PNG, JPEG or WebP image"
+            return "not a PNG, JPEG, WebP or TIFF image"
         except (OSError, SyntaxError, ValueError, EOFError, zipfile.BadZipFile, RuntimeError) as exc:
             return f"unreadable ({exc})"
         except Image.DecompressionBombError as exc:
@@ -398,9 +398,8 @@ class ImageDataset(torch.utils.data.Dataset):
         with Image.open(io.BytesIO(data), formats=_PIL_FORMATS) as im:
             if expected is not None and im.size != (expected, expected):
                 raise OSError(f"decoded size {im.size} differs from the dataset resolution {expected}")
-            if im.mode != "RGB":
-                im = im.convert("RGB")
-            return np.asarray(im, dtype=np.uint8)  # [H, W, 3]
+            rgb = im if im.mode == "RGB" else im.convert("RGB")
+            return np.asarray(rgb, dtype=np.uint8)  # [H, W, 3]
 
     # ------------------------------------------------------------------------------------------
     # Dataset protocol
@@ -526,8 +525,9 @@ class InfiniteSampler:
 
     def state_dict(self) -> dict[str, Any]:
         """Plain ints and ``int64`` tensors; :meth:`load_state_dict` restores the walk exactly."""
-        name, keys, pos, has_gauss, cached_gaussian = self.rng.get_state()
-        assert name == "MT19937"
+        state = self.rng.get_state()
+        assert isinstance(state, tuple) and state[0] == "MT19937"
+        _name, keys, pos, has_gauss, cached_gaussian = state
         return {
             "num_items": self.num_items,
             "rank": self.rank,
@@ -734,6 +734,8 @@ def make_loader(
         num_workers = default_workers()
     if num_workers < 0:
         raise ConfigError(f"num_workers must be >= 0; got {num_workers}", field="workers")
+    if not isinstance(dataset, Sized):
+        raise ConfigError(f"the dataset must be map-style with a length; got {type(dataset).__name__}")
     sampler = InfiniteSampler(
         len(dataset), rank=rank, world_size=world_size, seed=seed, shuffle=shuffle, window_size=window_size
     )

@@ -15,9 +15,9 @@ failing later inside a command:
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
+from realface.utils.weightfile import sniff_format
 from realface.weights.errors import WrongFileError
 from realface.weights.registry import WeightRecord
 
@@ -25,21 +25,6 @@ __all__ = ["SIZE_TOLERANCE", "WrongFileError", "check_content", "sniff_format"]
 
 SIZE_TOLERANCE = 2.0
 """A file of a record with only an approximate size must be within this factor of it (both ways)."""
-
-
-def sniff_format(path: Path) -> str | None:
-    """``"pickle"``, ``"zip"``, ``"safetensors"`` or None, from the file's first 16 bytes."""
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        return "pickle"
-    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
-        return "zip"
-    if len(head) >= 9:
-        (n,) = struct.unpack("<Q", head[:8])
-        if 0 < n < 100_000_000 and head[8:9] == b"{":
-            return "safetensors"
-    return None
 
 
 def _allowed_formats(record: WeightRecord) -> tuple[str, ...] | None:

