@@ -27,6 +27,7 @@ import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,6 +35,9 @@ from tqdm import tqdm
 
 from realface.errors import ConfigError
 from realface.metrics.identity import DLIB_SAME_PERSON, EMBEDDERS, FaceEmbedder, cosine_similarity
+
+if TYPE_CHECKING:
+    from realface.nn.stylegan2 import Generator
 
 __all__ = [
     "ConsistencyConfig",
@@ -124,7 +128,7 @@ class ConsistencyConfig:
             raise ConfigError(f"unknown embedder {self.embedder!r}; embedders: {known}", field="embedder")
 
 
-def check_shared_space(G_real: torch.nn.Module, G_rendering: torch.nn.Module) -> None:
+def check_shared_space(G_real: Generator, G_rendering: Generator) -> None:
     """Raise :class:`ConfigError` unless both generators read the same W+ (``num_ws`` × ``w_dim``), draw
     the same resolution and are unconditional."""
     for attr in ("z_dim", "w_dim", "num_ws", "img_resolution", "img_channels"):
@@ -138,7 +142,7 @@ def check_shared_space(G_real: torch.nn.Module, G_rendering: torch.nn.Module) ->
         raise ConfigError("identity consistency of conditional generators is not supported")
 
 
-def shares_mapping(G_real: torch.nn.Module, G_rendering: torch.nn.Module) -> bool:
+def shares_mapping(G_real: Generator, G_rendering: Generator) -> bool:
     """Whether both mapping networks hold identical weights (they do when G_rendering's was frozen)."""
     a, b = G_real.mapping.state_dict(), G_rendering.mapping.state_dict()
     return a.keys() == b.keys() and all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
@@ -152,8 +156,8 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
 
 
 def identity_consistency(
-    G_real: torch.nn.Module,
-    G_rendering: torch.nn.Module,
+    G_real: Generator,
+    G_rendering: Generator,
     config: ConsistencyConfig | None = None,
     embedder: FaceEmbedder | None = None,
 ) -> dict:

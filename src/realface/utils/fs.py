@@ -18,7 +18,7 @@ import shutil
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 __all__ = [
     "TEMP_NAME",
@@ -135,7 +135,7 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_open(dest: str | os.PathLike, mode: str = "wb", **kwargs) -> Iterator[IO]:
+def atomic_open(dest: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Iterator[IO]:
     """``open()`` for writing that only replaces ``dest`` once the block has finished without error."""
     if "r" in mode or "a" in mode:
         raise ValueError(f"atomic_open is for writing; got mode {mode!r}")
