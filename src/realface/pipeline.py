@@ -45,14 +45,15 @@ from realface.face.align import AlignedFace
 from realface.face.detect import Face
 from realface.imageio import DEFAULT_MAX_PIXELS, LoadedImage, format_for_path, load_image, save_image
 from realface.invert import (
+    IdentityLoss,
     InversionResult,
     InvertConfig,
     LpipsLoss,
     TargetLoss,
-    WeightedLoss,
     invert,
     w_stats,
 )
+from realface.losses import IdentityLossConfig
 from realface.nn.resize import area_downsample
 from realface.nn.stylegan2 import Generator
 from realface.sampling import make_grid
@@ -100,8 +101,9 @@ class ApplyConfig:
 
     transfer_layers: indices of W+ layers whose latent comes from the inversion; the others take
     G_real's ``w_avg`` (fewer layers trade identity for realism). None: all layers (the paper).
-    batch_size: faces optimised together in one inversion batch. baseline_* : loss weights of the
-    baseline mode (the paper's λs and λc, see :class:`realface.losses.IdentityLossConfig`).
+    batch_size: faces optimised together in one inversion batch. baseline_loss: the identity losses
+    of the baseline mode (weights and settings; the paper's by default, see
+    :class:`realface.losses.IdentityLossConfig`).
     """
 
     invert: InvertConfig = field(default_factory=InvertConfig)
@@ -113,8 +115,7 @@ class ApplyConfig:
     transfer_layers: tuple[int, ...] | None = None
     batch_size: int = 4
     max_pixels: int = DEFAULT_MAX_PIXELS
-    baseline_sketch_weight: float = 5e-6
-    baseline_color_weight: float = 3.75e3
+    baseline_loss: IdentityLossConfig = field(default_factory=IdentityLossConfig)
 
     def __post_init__(self) -> None:
         from realface.options import check_finite
@@ -124,9 +125,6 @@ class ApplyConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}", field="batch_size")
         if self.face_index is not None and self.face_index < 0:
             raise ConfigError(f"face_index must be >= 0, got {self.face_index}", field="face_index")
-        for name in ("baseline_sketch_weight", "baseline_color_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}", field=name)
         if self.max_pixels < 1:
             raise ConfigError(f"max_pixels must be >= 1, got {self.max_pixels}", field="max_pixels")
 
@@ -351,12 +349,7 @@ class RealFace:
         res = self.config.invert.loss_resolution
         if not self.baseline:
             return LpipsLoss(self.lpips, resolution=res)
-        from realface.invert import ColorLoss, SketchLoss
-
-        c = self.config
-        return WeightedLoss(
-            [(c.baseline_sketch_weight, SketchLoss()), (c.baseline_color_weight, ColorLoss(self.lpips))]
-        )
+        return IdentityLoss(self.config.baseline_loss, self.lpips)
 
     # ---------------------------------------------------------------------------------------------
 

@@ -33,7 +33,8 @@ def test_train_export_apply(setup, tmp_path, capsys):
     ]
     assert run_cli("train", *common, "--out", run, "--kimg", "0.008") == 0
     opts = json.loads((run / "training_options.json").read_text())
-    assert opts["kimg"] == 0.008 and opts["sketch_weight"] == 5e-6 and opts["color_weight"] == 3.75e3
+    assert opts["kimg"] == 0.008
+    assert opts["identity"]["sketch_weight"] == 5e-6 and opts["identity"]["color_weight"] == 3.75e3
     assert run_cli("train", *common, "--out", run, "--kimg", "0.012", "--resume", run) == 0  # continues
     states = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert states[-1] == "ckpt-000000012"
