@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -58,6 +58,10 @@ from realface.nn.resize import area_downsample
 from realface.nn.stylegan2 import Generator
 from realface.sampling import make_grid
 from realface.utils.fs import atomic_path
+
+if TYPE_CHECKING:
+    from realface.batch import BatchSummary
+    from realface.nn.lpips import LPIPS
 
 __all__ = [
     "SaveOptions",
@@ -240,7 +244,7 @@ class RealFace:
         self,
         G_real: Generator,
         G_rendering: Generator | None,
-        lpips: torch.nn.Module,
+        lpips: LPIPS,
         config: ApplyConfig = ApplyConfig(),
         device: torch.device | str = "cpu",
     ) -> None:
@@ -254,7 +258,8 @@ class RealFace:
                     "G_rendering and G_real must share the W+ space and resolution: got "
                     f"{(a.num_ws, a.w_dim, a.img_resolution)} vs {(b.num_ws, b.w_dim, b.img_resolution)}"
                 )
-        self.lpips = lpips.to(self.device).eval().requires_grad_(False)
+        lpips.to(self.device).eval().requires_grad_(False)  # in place, as for every module
+        self.lpips = lpips
         self.config = config
         self.resolution = self.G_real.img_resolution
         layers = config.transfer_layers
@@ -278,7 +283,7 @@ class RealFace:
         real: str | os.PathLike = "sg2ada-ffhq1024",
         config: ApplyConfig = ApplyConfig(),
         device: torch.device | str = "auto",
-        lpips: torch.nn.Module | None = None,
+        lpips: LPIPS | None = None,
         lpips_vgg: str | os.PathLike | None = None,
         download: bool = True,
         progress: bool = False,
@@ -388,9 +393,8 @@ class RealFace:
             parts.append(invert(G, chunk, loss, self.config.invert, callback=progress))
         if len(parts) == 1:
             return parts[0]
-        noise = None
-        if parts[0].noise is not None:
-            noise = [torch.cat([p.noise[i] for p in parts]) for i in range(len(parts[0].noise))]
+        noises = [p.noise for p in parts if p.noise is not None]
+        noise = [torch.cat(maps) for maps in zip(*noises, strict=True)] if noises else None
         steps = min(p.loss_history.shape[0] for p in parts)
         return InversionResult(
             ws=torch.cat([p.ws for p in parts]),
@@ -408,9 +412,9 @@ class RealFace:
     ) -> ImageResult:
         """All faces of one image (or the ``faces`` indices of :meth:`find_faces`'s order): returns the
         composite and per-face results; nothing is written."""
-        faces = self.find_faces(image, faces)
+        found = self.find_faces(image, faces)
         rgb = image.rgb8() if image.bit_depth == 8 else image.rgb_float()
-        aligned = [self._align(rgb, f) for f in faces]
+        aligned = [self._align(rgb, f) for f in found]
         crops = np.stack([a.image for a in aligned]).astype(np.float32)  # [F, R, R, 3]
         inv = self.invert_faces(crops, progress)
         realistic = _to_unit(transfer(self.G_real, inv.ws, self.config.transfer_layers))  # [F, R, R, 3]
@@ -422,7 +426,7 @@ class RealFace:
                 )
         pixels = image.pixels.copy()
         results = []
-        for i, (face, al) in enumerate(zip(faces, aligned, strict=True)):
+        for i, (face, al) in enumerate(zip(found, aligned, strict=True)):
             mask = build_mask(rgb, face.landmarks_array, al.alignment, self.config.mask)
             paste_face(pixels, realistic[i], al.alignment, mask, self.config.blend, out=pixels)
             results.append(
@@ -572,7 +576,7 @@ def run_catalogue(
     stop_on_error: bool = False,
     step_callback: Callable[[Any], tuple[StepCallback | None, Callable[[], None]]] | None = None,
     on_plan: Callable[[int, int], None] | None = None,
-):
+) -> BatchSummary:
     """Run ``job`` over images and folders (searched recursively) into ``outdir`` with the resumable
     manifest of :func:`realface.batch.run_batch`; returns its :class:`~realface.batch.BatchSummary`.
 
@@ -590,7 +594,7 @@ def run_catalogue(
     out = Path(outdir)
     items, roots = plan_catalogue(inputs, out, job.config, suffix)
 
-    def process(path: Path, ctx) -> list[Path]:
+    def process(path: Path, ctx: Any) -> list[Path]:
         callback, close = step_callback(ctx) if step_callback is not None else (None, lambda: None)
         try:
             return job.run_file(path, ctx.output, progress=callback)

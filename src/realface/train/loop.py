@@ -31,7 +31,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -266,7 +266,7 @@ class Trainer:
         cfg, dev = self.cfg, self.device
         G_real = load_generator(cfg.real, device="cpu")
         if cfg.precision == "fp16" and dev.type == "cuda":
-            kw = copy.deepcopy(G_real.init_kwargs)
+            kw: dict[str, Any] = copy.deepcopy(G_real.init_kwargs)
             kw["synthesis_kwargs"].update(num_fp16_res=4, conv_clamp=256)
             G16 = Generator(**kw)
             G16.load_state_dict(G_real.state_dict())
@@ -281,12 +281,13 @@ class Trainer:
                 ) from None
             log.warning("starting the discriminator from random weights (--allow-random-d)")
             torch.manual_seed(cfg.seed)
+            synthesis_kwargs = cast(dict[str, Any], G_real.init_kwargs["synthesis_kwargs"])
             D = Discriminator(
                 c_dim=0,
                 img_resolution=G_real.img_resolution,
                 img_channels=G_real.img_channels,
-                channel_base=G_real.init_kwargs["synthesis_kwargs"].get("channel_base", 32768),
-                channel_max=G_real.init_kwargs["synthesis_kwargs"].get("channel_max", 512),
+                channel_base=synthesis_kwargs.get("channel_base", 32768),
+                channel_max=synthesis_kwargs.get("channel_max", 512),
             )
         self.G_real = G_real.to(dev).eval().requires_grad_(False)
         self.G = copy.deepcopy(self.G_real).train().requires_grad_(False)
@@ -672,7 +673,8 @@ def _rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def _tensorboard(run_dir: Path):
+def _tensorboard(run_dir: Path) -> Any:
+    """A TensorBoard ``SummaryWriter`` on ``run_dir``, or None when tensorboard is not installed."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except Exception:  # tensorboard not installed: stats.jsonl only
