@@ -133,3 +133,62 @@ def test_shape_errors_say_expected_and_got(lpips_net):
         sketch_loss(a, a, XDoGSketch(), reduction="none")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"should return \[2, 1, 32, 32\], got \(2, 3, 32, 32\)"):
         sketch_loss(a, a, torch.nn.Identity())
+
+
+def test_scaling_to_resolution_by_hand():
+    cfg = IdentityLossConfig(scale_to_resolution=True)
+    at32 = cfg.at_resolution(32)
+    # Colour term at 32 px: sigma 10 * 32 / 256 = 1.25; half-width 6 * 32 / 256 = 0.75 -> 1 -> 3 taps.
+    assert at32.blur_sigma == pytest.approx(1.25) and at32.blur_kernel == 3
+    # Sketch term: a sum over 32 * 32 pixels instead of 512 * 512: lambda_s * 16**2 = 5e-6 * 256.
+    assert at32.sketch_weight == pytest.approx(1.28e-3)
+    assert at32.color_weight == 3.75e3 and not at32.scale_to_resolution
+    at64 = cfg.at_resolution(64)  # sigma 2.5; half-width 1.5 rounds up to 2 -> 5 taps; (512/64)**2 = 64
+    assert (at64.blur_sigma, at64.blur_kernel) == (pytest.approx(2.5), 5)
+    assert at64.sketch_weight == pytest.approx(3.2e-4)
+    at128 = cfg.at_resolution(128)  # sigma 5; half-width 3 -> 7 taps; (512/128)**2 = 16
+    assert (at128.blur_sigma, at128.blur_kernel, at128.sketch_weight) == (5.0, 7, pytest.approx(8e-5))
+    # At 256 px the colour term is the paper's; the sketch term still compares 256 px (x4).
+    at256 = cfg.at_resolution(256)
+    assert (at256.blur_sigma, at256.blur_kernel, at256.sketch_weight) == (10.0, 13, pytest.approx(2e-5))
+    # Images at or above the paper's sizes are downsampled to them: nothing scales.
+    at1024 = cfg.at_resolution(1024)
+    assert (at1024.blur_sigma, at1024.blur_kernel, at1024.sketch_weight) == (10.0, 13, 5e-6)
+    # A mean over pixels needs no rescaling of lambda_s.
+    mean = IdentityLossConfig(scale_to_resolution=True, sketch_reduction="mean").at_resolution(32)
+    assert mean.sketch_weight == 5e-6 and mean.blur_kernel == 3
+    # Off (the default): the settings are used as they are at any size.
+    assert IdentityLossConfig().at_resolution(32) == IdentityLossConfig()
+
+
+def test_identity_loss_uses_the_scaled_settings(lpips_net):
+    a, b = _images(size=32)
+    S = XDoGSketch()
+    terms = identity_loss(a, b, IdentityLossConfig(scale_to_resolution=True), extractor=S, lpips=lpips_net)
+    torch.testing.assert_close(terms.sketch, sketch_loss(a, b, S, 512, "sum"))
+    torch.testing.assert_close(terms.color, color_loss(a, b, lpips_net, 256, 3, 1.25))
+    torch.testing.assert_close(terms.total, 1.28e-3 * terms.sketch + 3.75e3 * terms.color)
+    plain = identity_loss(a, b, IdentityLossConfig(), extractor=S, lpips=lpips_net)
+    assert not torch.allclose(plain.color, terms.color)  # sigma 10 / 13 taps on 32 px differ
+
+
+def test_config_from_dict_round_trip_and_unknown_keys():
+    cfg = IdentityLossConfig(sketch_weight=1e-5, blur_kernel=5, scale_to_resolution=True)
+    assert IdentityLossConfig.from_dict(dataclasses.asdict(cfg)) == cfg
+    assert IdentityLossConfig.from_dict({"color_weight": 10.0}) == IdentityLossConfig(color_weight=10.0)
+    with pytest.raises(ConfigError, match="'lambda_s'") as e:
+        IdentityLossConfig.from_dict({"lambda_s": 1.0})
+    assert e.value.field == "lambda_s"
+    with pytest.raises(ConfigError) as e:
+        IdentityLossConfig.from_dict({"sketch_weight": -1.0})
+    assert e.value.field == "sketch_weight"
+
+
+def test_the_config_imports_without_torch():
+    """The command line takes its defaults from the config: importing it must not load torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, realface.losses as m; m.IdentityLossConfig(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr

@@ -144,3 +144,48 @@ def test_baseline_mode_inverts_into_g_real_with_sketch_and_colour_losses(tmp_pat
     original = np.asarray(Image.open(src).convert("RGB"))
     keep = garment_and_background(data_file("images", "replicant_face_00000_mask.png"))
     assert np.array_equal(out[keep], original[keep]) and not np.array_equal(out, original)
+
+
+def test_baseline_loss_is_the_configured_identity_loss(generators, lpips):
+    from realface.errors import ConfigError
+    from realface.losses import IdentityLossConfig, color_loss, sketch_loss
+    from realface.nn.sketch import XDoGSketch
+
+    G_real, _ = generators
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
+    images = (target + 0.4 * torch.randn(target.shape, generator=g)).clamp(-1, 1)
+    S = XDoGSketch()
+    sketch, color = (
+        sketch_loss(images, target, S, 512, "sum"),
+        color_loss(images, target, lpips, 256, 13, 10.0),
+    )
+
+    loss = RealFace(G_real, None, lpips, _config()).inversion_loss()  # the paper's weights by default
+    torch.testing.assert_close(loss(images, loss.prepare(target)), 5e-6 * sketch + 3.75e3 * color)
+    only_color = ApplyConfig(baseline_loss=IdentityLossConfig(sketch_weight=0.0, color_weight=2.0))
+    loss = RealFace(G_real, None, lpips, only_color).inversion_loss()
+    torch.testing.assert_close(loss(images, loss.prepare(target)), 2.0 * color)
+    # Scaled to the 64 px images: sigma 10 * 64 / 256 = 2.5, 5 taps; lambda_s * (512 / 64)**2 = 3.2e-4.
+    scaled = ApplyConfig(baseline_loss=IdentityLossConfig(scale_to_resolution=True))
+    loss = RealFace(G_real, None, lpips, scaled).inversion_loss()
+    expected = 3.2e-4 * sketch + 3.75e3 * color_loss(images, target, lpips, 256, 5, 2.5)
+    torch.testing.assert_close(loss(images, loss.prepare(target)), expected)
+    off = ApplyConfig(baseline_loss=IdentityLossConfig(sketch_weight=0.0, color_weight=0.0))
+    with pytest.raises(ConfigError, match="sketch_weight or color_weight > 0"):
+        RealFace(G_real, None, lpips, off).inversion_loss()
+
+
+def test_invert_faces_in_several_batches_joins_the_parts(generators, lpips):
+    G_real, G_rend = generators
+    g = torch.Generator().manual_seed(1)
+    aligned = torch.rand(3, 64, 64, 3, generator=g).numpy()  # [F, R, R, 3] in [0, 1]
+    whole = RealFace(G_real, G_rend, lpips, _config(batch_size=3)).invert_faces(aligned)
+    parts = RealFace(G_real, G_rend, lpips, _config(batch_size=2)).invert_faces(aligned)  # 2 + 1 faces
+    assert parts.ws.shape == whole.ws.shape == (3, G_rend.num_ws, G_rend.w_dim)
+    assert parts.noise is not None and whole.noise is not None and len(parts.noise) == len(whole.noise)
+    for a, b in zip(parts.noise, whole.noise, strict=True):
+        assert a.shape == b.shape and a.shape[0] == 3
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(parts.ws, whole.ws, atol=1e-4, rtol=1e-4)  # per-face seeds: same result
+    assert parts.loss_history.shape == whole.loss_history.shape and parts.final_loss.shape == (3,)

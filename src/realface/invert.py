@@ -17,7 +17,8 @@ as the paper's Sec. 3.3 needs it:
 - **Early stop** on a plateau and a per-step progress callback.
 
 The loss is pluggable (:class:`TargetLoss`): LPIPS-VGG on images area-downsampled to 256 (the
-official choice, :class:`LpipsLoss`), pixel MSE (:class:`PixelLoss`), or any weighted sum.
+official choice, :class:`LpipsLoss`), pixel MSE (:class:`PixelLoss`), the paper's identity losses
+(:class:`IdentityLoss`, the baseline mode), or any weighted sum.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ import torch
 import torch.nn.functional as F
 
 from realface.errors import ConfigError, ImageError
+from realface.losses import IdentityLossConfig, build_sketch_for, identity_loss
+from realface.nn.lpips import LPIPS
 from realface.nn.resize import area_downsample
 from realface.nn.stylegan2 import Generator
 
@@ -46,8 +49,7 @@ __all__ = [
     "PixelLoss",
     "LpipsLoss",
     "WeightedLoss",
-    "SketchLoss",
-    "ColorLoss",
+    "IdentityLoss",
     "WStats",
     "w_stats",
     "noise_regularization",
@@ -154,7 +156,7 @@ class LpipsLoss:
     The target's features are computed once in :meth:`prepare`.
     """
 
-    def __init__(self, lpips: torch.nn.Module, resolution: int = 256) -> None:
+    def __init__(self, lpips: LPIPS, resolution: int = 256) -> None:
         self.lpips = lpips
         self.resolution = resolution
 
@@ -171,59 +173,54 @@ class WeightedLoss:
     """``sum_i w_i * loss_i``; each part prepares its own target state."""
 
     def __init__(self, parts: Sequence[tuple[float, TargetLoss]]) -> None:
+        if not parts:
+            raise ValueError("WeightedLoss needs at least one part")
         self.parts = list(parts)
 
     def prepare(self, target: torch.Tensor) -> list[Any]:
         return [loss.prepare(target) for _, loss in self.parts]
 
     def __call__(self, images: torch.Tensor, prepared: list[Any]) -> torch.Tensor:
-        return sum(w * loss(images, p) for (w, loss), p in zip(self.parts, prepared, strict=True))
+        pairs = zip(self.parts, prepared, strict=True)
+        (w0, loss0), p0 = next(pairs)
+        total = w0 * loss0(images, p0)  # [N]
+        for (w, loss), p in pairs:
+            total = total + w * loss(images, p)
+        return total
 
 
-class SketchLoss:
-    """Baseline-mode term: the paper's sketch loss ``‖S(x↓size) − S(target↓size)‖₁`` per sample
-    (:func:`realface.losses.sketch_loss`; S defaults to the weight-free ``xdog`` extractor)."""
+class IdentityLoss:
+    """Baseline-mode loss: the paper's weighted identity terms ``λs·L_sketch + λc·L_color`` between
+    the generated images and the targets (:func:`realface.losses.identity_loss`, per sample).
+
+    ``config``: weights and settings (the paper's by default). ``lpips``: the LPIPS-VGG network of
+    the colour term (None only when ``config.color_weight`` is 0). ``extractor``: the sketch
+    extractor (default: the one ``config.sketch_extractor`` names, built when the term is on).
+    """
 
     def __init__(
-        self, extractor: torch.nn.Module | None = None, size: int = 512, reduction: str = "sum"
+        self,
+        config: IdentityLossConfig | None = None,
+        lpips: LPIPS | None = None,
+        extractor: torch.nn.Module | None = None,
     ) -> None:
-        from realface.nn.sketch import build_sketch_extractor
-
-        self.extractor = extractor if extractor is not None else build_sketch_extractor("xdog")
-        self.size = size
-        self.reduction = reduction
+        self.config = config if config is not None else IdentityLossConfig()
+        if not self.config.enabled:
+            raise ConfigError(
+                "an identity-loss inversion needs sketch_weight or color_weight > 0, both are 0"
+            )
+        self.lpips = lpips
+        self.extractor = extractor if extractor is not None else build_sketch_for(self.config)
 
     def prepare(self, target: torch.Tensor) -> torch.Tensor:
         return target
 
     def __call__(self, images: torch.Tensor, prepared: torch.Tensor) -> torch.Tensor:
-        from realface.losses import sketch_loss
-
         target = prepared.expand(images.shape[0], -1, -1, -1) if prepared.shape[0] == 1 else prepared
         if target.shape[-1] != images.shape[-1]:
             target = area_downsample(target, images.shape[-1])
-        return sketch_loss(images, target, self.extractor, self.size, self.reduction)  # type: ignore[arg-type]
-
-
-class ColorLoss:
-    """Baseline-mode term: the paper's colour loss ``LPIPS(B(x↓size), B(target↓size))`` per sample
-    (:func:`realface.losses.color_loss`, Gaussian blur kernel 13, σ 10)."""
-
-    def __init__(
-        self, lpips: torch.nn.Module, size: int = 256, kernel_size: int = 13, sigma: float = 10.0
-    ) -> None:
-        self.lpips, self.size, self.kernel_size, self.sigma = lpips, size, kernel_size, sigma
-
-    def prepare(self, target: torch.Tensor) -> torch.Tensor:
-        return target
-
-    def __call__(self, images: torch.Tensor, prepared: torch.Tensor) -> torch.Tensor:
-        from realface.losses import color_loss
-
-        target = prepared
-        if target.shape[-1] != images.shape[-1]:
-            target = area_downsample(target, images.shape[-1])
-        return color_loss(images, target, self.lpips, self.size, self.kernel_size, self.sigma)  # type: ignore[arg-type]
+        terms = identity_loss(images, target, self.config, extractor=self.extractor, lpips=self.lpips)
+        return terms.total  # [N]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -298,7 +295,7 @@ def noise_regularization(noise: Sequence[torch.Tensor]) -> torch.Tensor:
     For each map v ([N, 1, R, R]) and each scale down to 8x8: mean(v * roll(v, 1, x))^2 +
     mean(v * roll(v, 1, y))^2, then 2x average pooling. Circular lag-1 autocorrelation, as upstream.
     """
-    total = 0
+    total = torch.zeros([])
     for v in noise:
         while True:
             total = total + (v * torch.roll(v, shifts=1, dims=3)).mean(dim=[1, 2, 3]).square()
@@ -314,6 +311,80 @@ def _lr_at(cfg: InvertConfig, t: float) -> float:
     ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
     ramp = ramp * min(1.0, t / cfg.lr_rampup)
     return cfg.lr * ramp
+
+
+def _check_targets(G: Generator, targets: torch.Tensor, seeds: Sequence[int] | None, seed: int) -> list[int]:
+    """The per-target seeds, after checking that ``targets`` are [N, C, R, R] for ``G``."""
+    R = G.img_resolution
+    if targets.ndim != 4 or tuple(targets.shape[1:]) != (G.img_channels, R, R):
+        raise ValueError(f"targets must be [N, {G.img_channels}, {R}, {R}], got {tuple(targets.shape)}")
+    N = targets.shape[0]
+    out = [seed] * N if seeds is None else list(seeds)
+    if len(out) != N:
+        raise ValueError(f"need one seed per target: {N} targets, {len(out)} seeds")
+    return out
+
+
+class _PerSampleRandn:
+    """Normal draws made per sample from each sample's own seed (CPU generators), stacked on ``device``:
+    a face's draws do not depend on the batch it is in."""
+
+    def __init__(self, seeds: Sequence[int], device: torch.device) -> None:
+        self.gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+        self.device = device
+
+    def __call__(self, shape: Sequence[int]) -> torch.Tensor:
+        return torch.stack([torch.randn(list(shape), generator=g) for g in self.gens]).to(self.device)
+
+
+def _start_params(
+    G: Generator, stats: WStats, n: int, cfg: InvertConfig, randn: _PerSampleRandn
+) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    """The optimised tensors at step 0: W+ at ``w_avg`` [n, num_ws, w_dim] and, when
+    ``cfg.optimize_noise``, one random noise map [n, 1, r, r] per noise layer."""
+    w_opt = stats.w_avg.to(randn.device).reshape(1, 1, -1).repeat(n, G.num_ws, 1).clone()
+    noise = None
+    if cfg.optimize_noise:
+        layers = G.synthesis.noise_layers()
+        noise = [randn([1, lay.resolution, lay.resolution]).requires_grad_(True) for lay in layers]
+    return w_opt.requires_grad_(True), noise
+
+
+def _active_noise(
+    noise: list[torch.Tensor] | None, layers: Sequence[Any], coarse_res: int | None
+) -> list[torch.Tensor | None] | None:
+    """The noise maps that a synthesis stopping at ``coarse_res`` evaluates (None in place of the
+    layers above it, which are not run at all); every map when ``coarse_res`` is None."""
+    if noise is None:
+        return None
+    return [
+        n if coarse_res is None or lay.resolution <= coarse_res else None
+        for n, lay in zip(noise, layers, strict=True)
+    ]
+
+
+def _renormalize_(noise: Sequence[torch.Tensor]) -> None:
+    """Each noise map back to zero mean and unit variance per sample, in place (official projector)."""
+    with torch.no_grad():
+        for n in noise:
+            n -= n.mean(dim=[1, 2, 3], keepdim=True)
+            n *= n.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()
+
+
+class _Plateau:
+    """Early stop: true once no sample's best loss has improved by more than ``tol`` (relative)
+    for ``patience`` steps in a row."""
+
+    def __init__(self, n: int, patience: int, tol: float) -> None:
+        self.best = torch.full([n], float("inf"))
+        self.patience, self.tol = patience, tol
+        self.since_best = 0
+
+    def update(self, d: torch.Tensor) -> bool:
+        improved = d < self.best * (1 - self.tol)
+        self.best = torch.minimum(self.best, d)
+        self.since_best = 0 if bool(improved.any()) else self.since_best + 1
+        return self.since_best >= self.patience
 
 
 def invert(
@@ -344,83 +415,56 @@ def invert(
         >>> G.num_ws, tuple(result.ws.shape), result.steps_run   # W+: one w per synthesis layer
         (6, (2, 6, 8), 5)
     """
-    R = G.img_resolution
-    if targets.ndim != 4 or tuple(targets.shape[1:]) != (G.img_channels, R, R):
-        raise ValueError(f"targets must be [N, {G.img_channels}, {R}, {R}], got {tuple(targets.shape)}")
-    N = targets.shape[0]
-    seeds = [cfg.seed] * N if seeds is None else list(seeds)
-    if len(seeds) != N:
-        raise ValueError(f"need one seed per target: {N} targets, {len(seeds)} seeds")
-    device = targets.device
+    seeds = _check_targets(G, targets, seeds, cfg.seed)
+    N, device = targets.shape[0], targets.device
     G = G.eval()
     stats = stats or w_stats(G, cfg.w_avg_samples)
-    gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
-
-    def per_sample_randn(shape: Sequence[int]) -> torch.Tensor:
-        return torch.stack([torch.randn(list(shape), generator=g) for g in gens]).to(device)
-
-    w_opt = stats.w_avg.to(device).reshape(1, 1, -1).repeat(N, G.num_ws, 1).clone().requires_grad_(True)
+    randn = _PerSampleRandn(seeds, device)
+    w_opt, noise = _start_params(G, stats, N, cfg, randn)
     layers = G.synthesis.noise_layers()
-    noise = None
-    params = [w_opt]
-    if cfg.optimize_noise:
-        noise = [per_sample_randn([1, lay.resolution, lay.resolution]).requires_grad_(True) for lay in layers]
-        params += noise
-    opt = torch.optim.Adam(params, betas=(0.9, 0.999), lr=cfg.lr)
+    opt = torch.optim.Adam([w_opt, *(noise or [])], betas=(0.9, 0.999), lr=cfg.lr)
 
     coarse_steps = cfg.steps - cfg.fine_steps if cfg.coarse_to_fine else 0
-    coarse_res = min(cfg.coarse_resolution, R)
+    coarse_res = min(cfg.coarse_resolution, G.img_resolution)
     prepared_full = loss.prepare(targets)
     prepared_coarse = loss.prepare(area_downsample(targets, coarse_res)) if coarse_steps else None
+    plateau = (
+        _Plateau(N, cfg.early_stop_patience, cfg.early_stop_tol)
+        if cfg.early_stop_patience is not None
+        else None
+    )
 
     history = []
-    best = torch.full([N], float("inf"))
-    since_best = 0
-    steps_run = 0
     for step in range(cfg.steps):
         t = step / cfg.steps
         coarse = step < coarse_steps
         w_noise_scale = stats.w_std * cfg.initial_noise_factor * max(0.0, 1.0 - t / cfg.noise_ramp) ** 2
-        lr = _lr_at(cfg, t)
         for group in opt.param_groups:
-            group["lr"] = lr
-        ws = w_opt + per_sample_randn(w_opt.shape[1:]) * w_noise_scale  # [N, num_ws, w_dim]
-        synth_kwargs: dict[str, Any] = dict(noise_mode="const", noise=noise)
+            group["lr"] = _lr_at(cfg, t)
+        ws = w_opt + randn(w_opt.shape[1:]) * w_noise_scale  # [N, num_ws, w_dim]
+        step_noise = _active_noise(noise, layers, coarse_res if coarse else None)
+        synth_kwargs: dict[str, Any] = dict(noise_mode="const", noise=step_noise)
         if coarse:
             synth_kwargs["out_resolution"] = coarse_res
-            if noise is not None:  # layers above the coarse resolution are not evaluated
-                synth_kwargs["noise"] = [
-                    n if lay.resolution <= coarse_res else None for n, lay in zip(noise, layers, strict=True)
-                ]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             images = G.synthesis(ws, **synth_kwargs)  # [N, 3, r, r]
             dist = loss(images, prepared_coarse if coarse else prepared_full).float()  # [N]
         total = dist.sum()
-        if noise is not None and cfg.noise_reg_weight:
-            active = [
-                n for n, lay in zip(noise, layers, strict=True) if not coarse or lay.resolution <= coarse_res
-            ]
+        if step_noise is not None and cfg.noise_reg_weight:
+            active = [n for n in step_noise if n is not None]
             total = total + cfg.noise_reg_weight * noise_regularization(active).sum()
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
         if noise is not None:
-            with torch.no_grad():
-                for n in noise:
-                    n -= n.mean(dim=[1, 2, 3], keepdim=True)
-                    n *= n.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()
+            _renormalize_(noise)
         d = dist.detach().cpu()
         history.append(d)
-        steps_run = step + 1
         if callback is not None:
             callback(step, cfg.steps, d)
-        if cfg.early_stop_patience is not None and not coarse:
-            improved = d < best * (1 - cfg.early_stop_tol)
-            best = torch.minimum(best, d)
-            since_best = 0 if bool(improved.any()) else since_best + 1
-            if since_best >= cfg.early_stop_patience:
-                log.info("early stop at step %d: no improvement for %d steps", step + 1, since_best)
-                break
+        if plateau is not None and not coarse and plateau.update(d):
+            log.info("early stop at step %d: no improvement for %d steps", step + 1, plateau.since_best)
+            break
     ws_final = w_opt.detach()
     noise_final = [n.detach() for n in noise] if noise is not None else None
     with torch.no_grad():
@@ -429,7 +473,7 @@ def invert(
         ws=ws_final,
         noise=noise_final,
         loss_history=torch.stack(history),
-        steps_run=steps_run,
+        steps_run=len(history),
         final_loss=final,
     )
 

@@ -16,23 +16,33 @@ pixels (with a mean, at most 1 per sample, the weighted term would be at most 5e
 to the adversarial loss), so the default is ``reduction="sum"``. The paper's S is the DeepFaceEditing sketch generator; realface's
 default, ``"xdog"``, is a weight-free substitute (see :mod:`realface.nn.sketch`), so the paper's λs
 is a starting point rather than a calibrated weight for it.
+
+:class:`IdentityLossConfig` is the one place where λs, λc and the terms' settings live, and
+:func:`identity_loss` the one function that evaluates them: fine-tuning (:mod:`realface.train.loss`),
+the baseline-mode inversion (:class:`realface.invert.IdentityLoss`) and the toy-world benchmark all
+call it. Importing this module does not import torch (the command line takes its defaults from the
+config); the functions import it when called.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from realface.errors import ConfigError
-from realface.nn.blur import gaussian_blur
-from realface.nn.lpips import LPIPS
-from realface.nn.resize import area_downsample
+
+if TYPE_CHECKING:  # torch is imported by the functions: the config alone needs no torch
+    import torch
+    from torch import nn
+
+    from realface.nn.lpips import LPIPS
 
 __all__ = [
     "IdentityLossConfig",
+    "build_sketch_for",
     "IdentityLossTerms",
     "sketch_loss",
     "color_loss",
@@ -71,6 +81,10 @@ def sketch_loss(
     Returns:
         ``[N]``, zero when ``a == b``.
     """
+    import torch
+
+    from realface.nn.resize import area_downsample
+
     _check_pair(a, b, "sketch_loss")
     if reduction not in ("sum", "mean"):
         raise ValueError(f"sketch_loss: reduction must be 'sum' or 'mean', got {reduction!r}")
@@ -106,6 +120,11 @@ def color_loss(
     Returns:
         ``[N]``, zero when ``a == b``.
     """
+    import torch
+
+    from realface.nn.blur import gaussian_blur
+    from realface.nn.resize import area_downsample
+
     _check_pair(a, b, "color_loss")
     n = a.shape[0]
     both = area_downsample(torch.cat([a, b]), size)  # [2N, 3, h, w]
@@ -119,7 +138,9 @@ class IdentityLossConfig:
 
     Wang et al. (CAVW 2024): ``L_G = L_origin + λs·L_sketch + λc·L_color`` with λs = 5e-6 and
     λc = 3.75e3; the sketch term compares images downsampled to 512 px, the colour term images
-    downsampled to 256 px and blurred with a 13-tap Gaussian of σ = 10.
+    downsampled to 256 px and blurred with a 13-tap Gaussian of σ = 10. Training
+    (:class:`realface.train.loop.TrainConfig`), the baseline mode of ``realface apply``
+    (:class:`realface.pipeline.ApplyConfig`) and the toy-world benchmark all hold one of these.
 
     Attributes:
         sketch_weight: λs (5e-6); 0 disables the term.
@@ -131,6 +152,11 @@ class IdentityLossConfig:
         sketch_reduction: ``"sum"`` over pixels (what λs implies) or ``"mean"``.
         sketch_extractor: name in :data:`realface.nn.sketch.SKETCH_EXTRACTORS` (``"xdog"``; the paper
             used the DeepFaceEditing network, to be registered as ``"dfe"``).
+        scale_to_resolution: off (default): the settings above are used as they are, whatever the
+            image size. On: images smaller than the paper's comparison sizes get settings scaled to
+            their size (see :meth:`at_resolution`): the blur's σ and taps shrink with the colour
+            resolution and λs grows with the inverse pixel count of the sketch resolution, so that a
+            32 px toy world weighs the terms as a 512 / 256 px face would.
     """
 
     sketch_weight: float = 5e-6
@@ -141,6 +167,7 @@ class IdentityLossConfig:
     blur_sigma: float = 10.0
     sketch_reduction: Reduction = "sum"
     sketch_extractor: str = "xdog"
+    scale_to_resolution: bool = False
 
     def __post_init__(self) -> None:
         from realface.options import check_finite
@@ -164,6 +191,63 @@ class IdentityLossConfig:
                 field="sketch_reduction",
             )
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> IdentityLossConfig:
+        """The config of a saved ``dataclasses.asdict`` dict (unknown keys are refused)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown identity loss setting {unknown[0]!r}", field=unknown[0])
+        return cls(**dict(data))
+
+    @property
+    def enabled(self) -> bool:
+        """Whether either term has a non-zero weight."""
+        return self.sketch_weight > 0 or self.color_weight > 0
+
+    def at_resolution(self, resolution: int) -> IdentityLossConfig:
+        """The settings :func:`identity_loss` uses on images of ``resolution`` px.
+
+        Unchanged unless :attr:`scale_to_resolution` is on. Then, with ``rc = min(resolution,
+        color_size)`` and ``rs = min(resolution, sketch_size)`` (the sizes the terms compare at):
+
+        - ``blur_sigma`` becomes ``blur_sigma · rc / color_size`` (10 · res / 256 by default);
+        - the blur's half-width ``(blur_kernel − 1) / 2`` scales the same way, rounded half up, at
+          least 1: ``blur_kernel = 2 · max(1, ⌊half · rc / color_size + ½⌋) + 1``;
+        - with ``sketch_reduction="sum"``, ``sketch_weight`` becomes ``sketch_weight ·
+          (sketch_size / rs)²``: the sketch term is a sum over ``rs²`` pixels, so λs keeps its weight
+          per pixel of a ``sketch_size`` image (``"mean"`` needs no scaling).
+
+        The result has ``scale_to_resolution`` off (its settings are final).
+        """
+        if not self.scale_to_resolution:
+            return self
+        if resolution < 1:
+            raise ValueError(f"resolution must be >= 1, got {resolution}")
+        rc = min(resolution, self.color_size)
+        rs = min(resolution, self.sketch_size)
+        factor = rc / self.color_size
+        half = max(1, math.floor((self.blur_kernel - 1) / 2 * factor + 0.5))
+        sketch_weight = self.sketch_weight
+        if self.sketch_reduction == "sum":
+            sketch_weight = sketch_weight * (self.sketch_size / rs) ** 2
+        return dataclasses.replace(
+            self,
+            sketch_weight=sketch_weight,
+            blur_sigma=self.blur_sigma * factor,
+            blur_kernel=2 * half + 1,
+            scale_to_resolution=False,
+        )
+
+
+def build_sketch_for(config: IdentityLossConfig) -> nn.Module | None:
+    """The sketch extractor named by ``config.sketch_extractor``, or None when the term is off."""
+    if not config.sketch_weight > 0:
+        return None
+    from realface.nn.sketch import build_sketch_extractor
+
+    return build_sketch_extractor(config.sketch_extractor)
+
 
 class IdentityLossTerms(NamedTuple):
     """Per-sample terms of :func:`identity_loss`, each ``[N]``; ``total = λs·sketch + λc·color``."""
@@ -185,7 +269,8 @@ def identity_loss(
 
     Args:
         a, b: RGB images ``[N, 3, H, W]`` in [-1, 1] (``G_real(w+)`` and ``G_rendering(w+)``).
-        config: weights and settings.
+        config: weights and settings; with ``config.scale_to_resolution`` on, those of
+            :meth:`IdentityLossConfig.at_resolution` at the images' width.
         extractor: the sketch extractor (built from ``config.sketch_extractor``); may be ``None``
             only when ``config.sketch_weight == 0``.
         lpips: the LPIPS-VGG network; may be ``None`` only when ``config.color_weight == 0``.
@@ -194,6 +279,7 @@ def identity_loss(
         :class:`IdentityLossTerms`; a disabled term is a tensor of zeros and costs nothing.
     """
     _check_pair(a, b, "identity_loss")
+    config = config.at_resolution(a.shape[-1])
     zeros = a.new_zeros(a.shape[0])  # [N]
     sketch = zeros
     color = zeros

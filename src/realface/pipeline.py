@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -45,18 +45,23 @@ from realface.face.align import AlignedFace
 from realface.face.detect import Face
 from realface.imageio import DEFAULT_MAX_PIXELS, LoadedImage, format_for_path, load_image, save_image
 from realface.invert import (
+    IdentityLoss,
     InversionResult,
     InvertConfig,
     LpipsLoss,
     TargetLoss,
-    WeightedLoss,
     invert,
     w_stats,
 )
+from realface.losses import IdentityLossConfig
 from realface.nn.resize import area_downsample
 from realface.nn.stylegan2 import Generator
 from realface.sampling import make_grid
 from realface.utils.fs import atomic_path
+
+if TYPE_CHECKING:
+    from realface.batch import BatchSummary
+    from realface.nn.lpips import LPIPS
 
 __all__ = [
     "SaveOptions",
@@ -101,8 +106,9 @@ class ApplyConfig:
 
     transfer_layers: indices of W+ layers whose latent comes from the inversion; the others take
     G_real's ``w_avg`` (fewer layers trade identity for realism). None: all layers (the paper).
-    batch_size: faces optimised together in one inversion batch. baseline_* : loss weights of the
-    baseline mode (the paper's λs and λc, see :class:`realface.losses.IdentityLossConfig`).
+    batch_size: faces optimised together in one inversion batch. baseline_loss: the identity losses
+    of the baseline mode (weights and settings; the paper's by default, see
+    :class:`realface.losses.IdentityLossConfig`).
     """
 
     invert: InvertConfig = field(default_factory=InvertConfig)
@@ -114,8 +120,7 @@ class ApplyConfig:
     transfer_layers: tuple[int, ...] | None = None
     batch_size: int = 4
     max_pixels: int = DEFAULT_MAX_PIXELS
-    baseline_sketch_weight: float = 5e-6
-    baseline_color_weight: float = 3.75e3
+    baseline_loss: IdentityLossConfig = field(default_factory=IdentityLossConfig)
 
     def __post_init__(self) -> None:
         from realface.options import check_finite
@@ -125,9 +130,6 @@ class ApplyConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}", field="batch_size")
         if self.face_index is not None and self.face_index < 0:
             raise ConfigError(f"face_index must be >= 0, got {self.face_index}", field="face_index")
-        for name in ("baseline_sketch_weight", "baseline_color_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}", field=name)
         if self.max_pixels < 1:
             raise ConfigError(f"max_pixels must be >= 1, got {self.max_pixels}", field="max_pixels")
 
@@ -243,7 +245,7 @@ class RealFace:
         self,
         G_real: Generator,
         G_rendering: Generator | None,
-        lpips: torch.nn.Module,
+        lpips: LPIPS,
         config: ApplyConfig = ApplyConfig(),
         device: torch.device | str = "cpu",
     ) -> None:
@@ -257,7 +259,8 @@ class RealFace:
                     "G_rendering and G_real must share the W+ space and resolution: got "
                     f"{(a.num_ws, a.w_dim, a.img_resolution)} vs {(b.num_ws, b.w_dim, b.img_resolution)}"
                 )
-        self.lpips = lpips.to(self.device).eval().requires_grad_(False)
+        lpips.to(self.device).eval().requires_grad_(False)  # in place, as for every module
+        self.lpips = lpips
         self.config = config
         self.resolution = self.G_real.img_resolution
         layers = config.transfer_layers
@@ -281,7 +284,7 @@ class RealFace:
         real: str | os.PathLike = "sg2ada-ffhq1024",
         config: ApplyConfig = ApplyConfig(),
         device: torch.device | str = "auto",
-        lpips: torch.nn.Module | None = None,
+        lpips: LPIPS | None = None,
         lpips_vgg: str | os.PathLike | None = None,
         download: bool = True,
         progress: bool = False,
@@ -352,12 +355,7 @@ class RealFace:
         res = self.config.invert.loss_resolution
         if not self.baseline:
             return LpipsLoss(self.lpips, resolution=res)
-        from realface.invert import ColorLoss, SketchLoss
-
-        c = self.config
-        return WeightedLoss(
-            [(c.baseline_sketch_weight, SketchLoss()), (c.baseline_color_weight, ColorLoss(self.lpips))]
-        )
+        return IdentityLoss(self.config.baseline_loss, self.lpips)
 
     # ---------------------------------------------------------------------------------------------
 
@@ -396,9 +394,8 @@ class RealFace:
             parts.append(invert(G, chunk, loss, self.config.invert, callback=progress))
         if len(parts) == 1:
             return parts[0]
-        noise = None
-        if parts[0].noise is not None:
-            noise = [torch.cat([p.noise[i] for p in parts]) for i in range(len(parts[0].noise))]
+        noises = [p.noise for p in parts if p.noise is not None]
+        noise = [torch.cat(maps) for maps in zip(*noises, strict=True)] if noises else None
         steps = min(p.loss_history.shape[0] for p in parts)
         return InversionResult(
             ws=torch.cat([p.ws for p in parts]),
@@ -416,9 +413,9 @@ class RealFace:
     ) -> ImageResult:
         """All faces of one image (or the ``faces`` indices of :meth:`find_faces`'s order): returns the
         composite and per-face results; nothing is written."""
-        faces = self.find_faces(image, faces)
+        found = self.find_faces(image, faces)
         rgb = image.rgb8() if image.bit_depth == 8 else image.rgb_float()
-        aligned = [self._align(rgb, f) for f in faces]
+        aligned = [self._align(rgb, f) for f in found]
         crops = np.stack([a.image for a in aligned]).astype(np.float32)  # [F, R, R, 3]
         inv = self.invert_faces(crops, progress)
         realistic = _to_unit(transfer(self.G_real, inv.ws, self.config.transfer_layers))  # [F, R, R, 3]
@@ -430,7 +427,7 @@ class RealFace:
                 )
         pixels = image.pixels.copy()
         results = []
-        for i, (face, al) in enumerate(zip(faces, aligned, strict=True)):
+        for i, (face, al) in enumerate(zip(found, aligned, strict=True)):
             mask = build_mask(rgb, face.landmarks_array, al.alignment, self.config.mask)
             paste_face(pixels, realistic[i], al.alignment, mask, self.config.blend, out=pixels)
             results.append(
@@ -580,7 +577,7 @@ def run_catalogue(
     stop_on_error: bool = False,
     step_callback: Callable[[Any], tuple[StepCallback | None, Callable[[], None]]] | None = None,
     on_plan: Callable[[int, int], None] | None = None,
-):
+) -> BatchSummary:
     """Run ``job`` over images and folders (searched recursively) into ``outdir`` with the resumable
     manifest of :func:`realface.batch.run_batch`; returns its :class:`~realface.batch.BatchSummary`.
 
@@ -598,7 +595,7 @@ def run_catalogue(
     out = Path(outdir)
     items, roots = plan_catalogue(inputs, out, job.config, suffix)
 
-    def process(path: Path, ctx) -> list[Path]:
+    def process(path: Path, ctx: Any) -> list[Path]:
         callback, close = step_callback(ctx) if step_callback is not None else (None, lambda: None)
         try:
             return job.run_file(path, ctx.output, progress=callback)

@@ -65,3 +65,22 @@ def test_bench_transfer_quick(tmp_path):
     assert (out / "run_full" / "stats.jsonl").is_file() and (
         out / "run_no_identity" / "stats.jsonl"
     ).is_file()
+
+
+def test_bench_transfer_identity_options_reach_the_config(tmp_path, monkeypatch):
+    import realface.bench.transfer as transfer
+
+    seen = []
+
+    def fake_run(out, cfg, lpips_vgg=None, progress=True):
+        seen.append(cfg)
+        raise SystemExit(0)  # the configuration is all this test needs; nothing is trained
+
+    monkeypatch.setattr(transfer, "run_transfer_bench", fake_run)
+    assert run_cli("bench", "transfer", "--quick", "-o", tmp_path / "b") == 0
+    assert seen[-1].identity.sketch_weight == 5e-6 and seen[-1].identity.color_weight == 375.0
+    assert not seen[-1].identity.scale_to_resolution
+    assert run_cli("bench", "transfer", "-o", tmp_path / "b", "--scale-losses", "--color-weight", "3750") == 0
+    assert seen[-1].identity.scale_to_resolution and seen[-1].identity.color_weight == 3750.0
+    assert seen[-1].steps == 200  # the full sizes: --quick was not given
+    assert TransferBenchConfig().identity.color_weight == 375.0

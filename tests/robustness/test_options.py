@@ -12,6 +12,9 @@ from tests.robustness._cli import assert_refused, run_realface, snapshot
 CASES = [
     (["train", "--lr", "nan"], "--lr"),
     (["train", "--sketch-weight", "-1"], "--sketch-weight"),
+    (["train", "--sketch-weight", "-1", "--dry-run"], "--sketch-weight"),
+    (["train", "--color-weight", "-1", "--dry-run"], "--color-weight"),
+    (["train", "--color-weight", "inf", "--dry-run"], "--color-weight"),
     (["train", "--batch", "0"], "--batch"),
     (["train", "--tick", "0"], "--tick"),
     (["train", "--workers", "-1"], "--workers"),
@@ -35,3 +38,11 @@ def test_bad_values_name_their_option(tmp_path: Path, args: list[str], option: s
         full = [args[0], image, "--out", out, *args[1:]]
     before = snapshot(image)
     assert_refused(run_realface(*full), option, before, outputs=[out])
+
+
+@pytest.mark.parametrize(("option", "value"), [("--sketch-weight", "-1"), ("--color-weight", "nan")])
+def test_bench_transfer_refuses_bad_identity_weights(tmp_path: Path, option: str, value: str):
+    out = tmp_path / "bench"
+    assert_refused(
+        run_realface("bench", "transfer", "--quick", "-o", out, option, value), option, outputs=[out]
+    )

@@ -33,7 +33,8 @@ def test_train_export_apply(setup, tmp_path, capsys):
     ]
     assert run_cli("train", *common, "--out", run, "--kimg", "0.008") == 0
     opts = json.loads((run / "training_options.json").read_text())
-    assert opts["kimg"] == 0.008 and opts["sketch_weight"] == 5e-6 and opts["color_weight"] == 3.75e3
+    assert opts["kimg"] == 0.008
+    assert opts["identity"]["sketch_weight"] == 5e-6 and opts["identity"]["color_weight"] == 3.75e3
     assert run_cli("train", *common, "--out", run, "--kimg", "0.012", "--resume", run) == 0  # continues
     states = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert states[-1] == "ckpt-000000012"
@@ -94,3 +95,15 @@ def test_train_dry_run(setup, tmp_path, capsys):
     assert run_cli("train", "--data", setup["data"], "--real", setup["pkl"], "--dry-run") == 0
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["batch"] == 32 and cfg["lr"] == 0.002 and cfg["kimg"] == 40.0 and cfg["ada"] is True
+
+
+def test_train_dry_run_identity_options(setup, capsys):
+    base = ["train", "--data", setup["data"], "--real", setup["pkl"], "--dry-run"]
+    assert run_cli(*base) == 0
+    identity = json.loads(capsys.readouterr().out)["identity"]
+    assert identity["scale_to_resolution"] is False and identity["sketch_weight"] == 5e-6
+    extra = ["--identity-scale-to-resolution", "--sketch-weight", "1e-5", "--color-weight", "20"]
+    assert run_cli(*base, *extra) == 0
+    identity = json.loads(capsys.readouterr().out)["identity"]
+    assert identity["scale_to_resolution"] is True
+    assert (identity["sketch_weight"], identity["color_weight"]) == (1e-5, 20.0)

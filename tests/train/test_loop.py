@@ -12,6 +12,7 @@ import torch
 
 from realface.checkpoints import load_generator
 from realface.errors import ConfigError
+from realface.losses import IdentityLossConfig
 from realface.train.loop import (
     TrainConfig,
     Trainer,
@@ -19,6 +20,8 @@ from realface.train.loop import (
     frozen_parameter_names,
     latest_checkpoint,
 )
+
+NO_IDENTITY = IdentityLossConfig(sketch_weight=0.0, color_weight=0.0)
 
 
 def _cfg(setup, out, **kw):
@@ -166,7 +169,7 @@ def test_identity_losses_keep_g_rendering_closer_to_g_real(setup, tmp_path):
     common = dict(kimg=0.04, lr=0.01, ada=False, pl_weight=0.0, snap=100)
     with_id = Trainer(_cfg(setup, tmp_path / "with", **common))
     with_id.run(progress=False)
-    without = Trainer(_cfg(setup, tmp_path / "without", sketch_weight=0.0, color_weight=0.0, **common))
+    without = Trainer(_cfg(setup, tmp_path / "without", identity=NO_IDENTITY, **common))
     without.run(progress=False)
     sketch = build_sketch_extractor("xdog")
     z = torch.from_numpy(np.random.RandomState(99).randn(8, with_id.G.z_dim)).float()  # held-out latents
@@ -197,8 +200,7 @@ def test_ada_p_rises_when_d_overfits(setup, tmp_path):
         xflip=False,
         kimg=0.192,
         ada_kimg=0.5,
-        sketch_weight=0.0,
-        color_weight=0.0,
+        identity=NO_IDENTITY,
         pl_weight=0.0,
         gamma=0.0,
         d_lr=0.02,
@@ -222,7 +224,10 @@ def test_config_errors(setup, tmp_path):
     with pytest.raises(ConfigError, match="kimg must be > 0") as e:
         _cfg(setup, tmp_path, kimg=0)
     assert e.value.field == "kimg"
-    for name, value in (("sketch_weight", -1.0), ("workers", -1), ("style_mixing", 2.0), ("g_lr", 0.0)):
+    for name, value in (("workers", -1), ("style_mixing", 2.0), ("g_lr", 0.0)):
         with pytest.raises(ConfigError) as e:
             _cfg(setup, tmp_path, **{name: value})
         assert e.value.field == name and name in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        _cfg(setup, tmp_path, identity=IdentityLossConfig(sketch_weight=-1.0))
+    assert e.value.field == "sketch_weight" and "sketch_weight" in str(e.value)

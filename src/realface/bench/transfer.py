@@ -41,7 +41,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +52,7 @@ from PIL import Image
 
 from realface.bench.faces import render_cg, render_photo, sample_params
 from realface.errors import ConfigError
+from realface.losses import IdentityLossConfig
 from realface.metrics.consistency import mean_ci
 
 if TYPE_CHECKING:
@@ -103,9 +104,11 @@ class TransferBenchConfig:
 
     world: folder of a toy world (None: the one shipped with realface). style: ``"cg"`` or
     ``"filter"``. train_images: rendered faces to fine-tune on. kimg / batch / lr / gamma: fine-tuning
-    length, batch, learning rate and R1 weight. sketch_weight / color_weight: λs and λc of the full
-    method (paper: 5e-6, 3.75e3). steps: inversion steps per face; inversion_batch: faces inverted
-    together. held_out: held-out faces (≥ 2 for intervals). consistency_num: shared latents of the
+    length, batch, learning rate and R1 weight. identity: the identity losses of the full method
+    (:class:`realface.losses.IdentityLossConfig`; the paper's except λc = 375 instead of 3.75e3);
+    the ``no_identity`` run uses the same with both weights 0, the ``baseline`` row the paper's
+    weights with the same ``scale_to_resolution``. steps: inversion steps per face; inversion_batch:
+    faces inverted together. held_out: held-out faces (≥ 2 for intervals). consistency_num: shared latents of the
     identity-consistency table (≥ 2). seed: every random draw.
     """
 
@@ -116,8 +119,7 @@ class TransferBenchConfig:
     batch: int = 16
     lr: float = 0.002
     gamma: float = 0.05
-    sketch_weight: float = 5e-6
-    color_weight: float = 375.0
+    identity: IdentityLossConfig = field(default_factory=lambda: IdentityLossConfig(color_weight=375.0))
     steps: int = 200
     inversion_batch: int = 32
     held_out: int = 32
@@ -136,7 +138,7 @@ class TransferBenchConfig:
             raise ConfigError(
                 f"consistency_num must be >= 2 (intervals need two samples), got {self.consistency_num}"
             )
-        for name in ("kimg", "lr", "gamma", "sketch_weight", "color_weight"):
+        for name in ("kimg", "lr", "gamma"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ConfigError(f"{name} must be a finite number >= 0, got {v}")
@@ -262,11 +264,11 @@ def run_transfer_bench(
 
     # 2. Fine-tune G_rendering with and without the identity losses.
     generators = {}
-    variants: list[tuple[str, dict[str, Any]]] = [
-        ("full", {"sketch_weight": cfg.sketch_weight, "color_weight": cfg.color_weight}),
-        ("no_identity", {"sketch_weight": 0.0, "color_weight": 0.0}),
+    variants = [
+        ("full", cfg.identity),
+        ("no_identity", dataclasses.replace(cfg.identity, sketch_weight=0.0, color_weight=0.0)),
     ]
-    for name, weights in variants:
+    for name, identity in variants:
         t0 = time.time()
         tcfg = TrainConfig(
             data=str(data),
@@ -282,7 +284,7 @@ def run_transfer_bench(
             lpips_vgg=vgg,
             seed=cfg.seed,
             grid_size=4,
-            **weights,
+            identity=identity,
         )
         trainer = Trainer(tcfg)
         trainer.run(progress=progress)
@@ -320,7 +322,10 @@ def run_transfer_bench(
             ws.append(invert(G, chunk, loss, icfg, seeds=seeds).ws)
         return torch.cat(ws)
 
-    baseline_loss = RealFace(G_real, None, lpips, ApplyConfig(invert=icfg)).inversion_loss()
+    baseline_cfg = ApplyConfig(
+        invert=icfg, baseline_loss=IdentityLossConfig(scale_to_resolution=cfg.identity.scale_to_resolution)
+    )
+    baseline_loss = RealFace(G_real, None, lpips, baseline_cfg).inversion_loss()
     outputs: dict[str, torch.Tensor] = {}
     plans = {
         "full": (generators["full"], rendered, lpips_loss),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import typer
 
 from realface.cli import app
 from realface.cli.common import PROGRESS_OPT
+from realface.losses import IdentityLossConfig
 
 bench_app = typer.Typer(help="Controlled benchmarks of the method.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -29,8 +31,6 @@ def world(
     The default settings made the world shipped with realface (realface/bench/data; about 1 h on a
     2-core CPU with bf16). Rerun the same command to resume after an interruption.
     """
-    import dataclasses
-
     from tqdm import tqdm
 
     from realface.bench.world import WorldConfig, build_world
@@ -67,9 +67,19 @@ def transfer(
     steps: int = typer.Option(None, "--steps", help="Inversion steps per face (default 200)."),
     held_out: int = typer.Option(None, "--held-out", help="Held-out faces (default 32)."),
     kimg: float = typer.Option(None, "--kimg", help="Fine-tuning length in kimg (default 10)."),
-    sketch_weight: float = typer.Option(None, "--sketch-weight", help="λs of the full method (paper 5e-6)."),
+    sketch_weight: float = typer.Option(
+        IdentityLossConfig.sketch_weight, "--sketch-weight", help="λs of the full method (the paper's)."
+    ),
     color_weight: float = typer.Option(
-        None, "--color-weight", help="λc of the full method (default 375; paper 3.75e3)."
+        None,
+        "--color-weight",
+        help="λc of the full method [default: 375; the paper's 3.75e3 is strong at 32 px].",
+    ),
+    scale_losses: bool = typer.Option(
+        IdentityLossConfig.scale_to_resolution,
+        "--scale-losses/--no-scale-losses",
+        help="Scale the identity losses to the world's resolution (blur σ and taps, λs), for the full "
+        "method and the baseline.",
     ),
     consistency_num: int = typer.Option(
         None,
@@ -101,13 +111,15 @@ def transfer(
             steps=steps,
             held_out=held_out,
             kimg=kimg,
-            sketch_weight=sketch_weight,
-            color_weight=color_weight,
             consistency_num=consistency_num,
         ).items()
         if v is not None
     }
     cfg = TransferBenchConfig.quick(**overrides) if quick else TransferBenchConfig(**overrides)
+    identity: dict[str, Any] = dict(sketch_weight=sketch_weight, scale_to_resolution=scale_losses)
+    if color_weight is not None:
+        identity["color_weight"] = color_weight
+    cfg = dataclasses.replace(cfg, identity=dataclasses.replace(cfg.identity, **identity))
     result = run_transfer_bench(out, cfg, lpips_vgg=lpips_vgg, progress=progress)
     typer.echo(format_report(result), nl=False)
     typer.echo(f"results: {out / 'results.md'}")

@@ -11,6 +11,7 @@ import typer
 
 from realface.cli import app
 from realface.cli.common import PROGRESS_OPT
+from realface.losses import IdentityLossConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,20 @@ def train(
     batch: int = typer.Option(32, "--batch", help="Global batch size (split over processes)."),
     lr: float = typer.Option(0.002, "--lr", help="Learning rate of G and D."),
     gamma: float = typer.Option(10.0, "--gamma", help="R1 weight."),
-    sketch_weight: float = typer.Option(5e-6, "--sketch-weight", help="λs of the sketch loss (0 disables)."),
-    color_weight: float = typer.Option(3.75e3, "--color-weight", help="λc of the colour loss (0 disables)."),
-    sketch_extractor: str = typer.Option("xdog", "--sketch-extractor", help="xdog (no weights) or dfe."),
+    sketch_weight: float = typer.Option(
+        IdentityLossConfig.sketch_weight, "--sketch-weight", help="λs of the sketch loss (0 disables)."
+    ),
+    color_weight: float = typer.Option(
+        IdentityLossConfig.color_weight, "--color-weight", help="λc of the colour loss (0 disables)."
+    ),
+    sketch_extractor: str = typer.Option(
+        IdentityLossConfig.sketch_extractor, "--sketch-extractor", help="xdog (no weights) or dfe."
+    ),
+    identity_scale: bool = typer.Option(
+        IdentityLossConfig.scale_to_resolution,
+        "--identity-scale-to-resolution/--no-identity-scale-to-resolution",
+        help="Scale the identity losses to images smaller than 512 / 256 px (blur σ and taps, λs).",
+    ),
     pl_weight: float = typer.Option(2.0, "--pl-weight", help="Path-length regularisation weight."),
     ada: bool = typer.Option(True, "--ada/--no-ada", help="Adaptive discriminator augmentation."),
     ada_kimg: float = typer.Option(100.0, "--ada-kimg", help="ADA adjustment speed."),
@@ -83,9 +95,12 @@ def train(
         batch=batch,
         lr=lr,
         gamma=gamma,
-        sketch_weight=sketch_weight,
-        color_weight=color_weight,
-        sketch_extractor=sketch_extractor,
+        identity=IdentityLossConfig(
+            sketch_weight=sketch_weight,
+            color_weight=color_weight,
+            sketch_extractor=sketch_extractor,
+            scale_to_resolution=identity_scale,
+        ),
         pl_weight=pl_weight,
         ada=ada,
         ada_kimg=ada_kimg,

@@ -28,10 +28,10 @@ import re
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ from PIL import Image
 
 from realface.checkpoints import load_discriminator, load_generator, save_networks
 from realface.errors import CheckpointError, ConfigError
+from realface.losses import IdentityLossConfig, build_sketch_for
 from realface.nn.stylegan2 import Discriminator, Generator
 from realface.train.checkpoint import Checkpoint, check_matches, read_checkpoint
 from realface.train.dataset import default_workers
@@ -60,7 +61,9 @@ class TrainConfig:
     Paper defaults: batch 32, lr 0.002, γ 10 (1024²), λs 5e-6, λc 3.75e3, x-flip, ADA, 40 kimg.
     ada_kimg is 100 (the official value when starting from a trained network). kimg_per_tick: images
     between two stats lines; snap: ticks between checkpoints and snapshot grids; keep: checkpoints
-    kept. g_lr / d_lr: per-network learning rates (default ``lr``). precision: "fp32", or on CUDA "fp16" (the official float16 blocks with conv_clamp 256) or
+    kept. g_lr / d_lr: per-network learning rates (default ``lr``). identity: λs, λc and the other
+    settings of the identity losses (:class:`realface.losses.IdentityLossConfig`, validated there).
+    precision: "fp32", or on CUDA "fp16" (the official float16 blocks with conv_clamp 256) or
     "bf16" (autocast). lpips_vgg: a VGG16 state dict for the colour loss instead of the cached one.
     workers: data loader processes (default ``min(3, CPUs - 1)``, see
     :func:`realface.train.dataset.default_workers`). An invalid value raises :class:`ConfigError`
@@ -76,10 +79,7 @@ class TrainConfig:
     g_lr: float | None = None
     d_lr: float | None = None
     gamma: float = 10.0
-    sketch_weight: float = 5e-6
-    color_weight: float = 3.75e3
-    sketch_extractor: str = "xdog"
-    sketch_reduction: str = "sum"
+    identity: IdentityLossConfig = dataclasses.field(default_factory=IdentityLossConfig)
     pl_weight: float = 2.0
     style_mixing: float = 0.9
     ema_kimg: float = 10.0
@@ -124,15 +124,45 @@ class TrainConfig:
             need(getattr(self, name) > 0, name, "must be > 0")
         for name in ("g_lr", "d_lr"):
             need(getattr(self, name) is None or getattr(self, name) > 0, name, "must be > 0")
-        for name in ("gamma", "sketch_weight", "color_weight", "pl_weight", "ema_kimg", "workers", "seed"):
+        for name in ("gamma", "pl_weight", "ema_kimg", "workers", "seed"):
             need(getattr(self, name) >= 0, name, "must be >= 0")
         for name in ("style_mixing", "ada_target", "augment_p"):
             need(0 <= getattr(self, name) <= 1, name, "must be in [0, 1]")
         need(self.precision in ("fp32", "fp16", "bf16"), "precision", "must be fp32, fp16 or bf16")
-        need(self.sketch_reduction in ("sum", "mean"), "sketch_reduction", "must be 'sum' or 'mean'")
+        if not isinstance(self.identity, IdentityLossConfig):
+            raise ConfigError(
+                f"identity must be an IdentityLossConfig, got {type(self.identity).__name__}",
+                field="identity",
+            )
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON-able dict saved as ``training_options.json`` (``identity`` nested)."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """The config of a saved :meth:`to_dict` dict, also of runs saved before the identity settings
+        were grouped: their flat keys (``sketch_weight``, ``color_weight``, ``sketch_extractor``,
+        ``sketch_reduction``) become the fields of :attr:`identity`.
+
+        Raises:
+            ConfigError: a key is unknown, or a value is invalid (``field`` names it).
+        """
+        values = dict(data)
+        identity = values.pop("identity", None)
+        identity = dict(identity) if isinstance(identity, Mapping) else {}
+        for key in _FLAT_IDENTITY_KEYS:
+            if key in values:
+                identity.setdefault(key, values.pop(key))
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"unknown training option {unknown[0]!r}", field=unknown[0])
+        return cls(**values, identity=IdentityLossConfig.from_dict(identity))
+
+
+# Keys of saved configs from before ``TrainConfig.identity``: they belong to the identity settings now.
+_FLAT_IDENTITY_KEYS = ("sketch_weight", "color_weight", "sketch_extractor", "sketch_reduction")
 
 
 def frozen_parameter_names(G: Generator) -> list[str]:
@@ -236,7 +266,7 @@ class Trainer:
         cfg, dev = self.cfg, self.device
         G_real = load_generator(cfg.real, device="cpu")
         if cfg.precision == "fp16" and dev.type == "cuda":
-            kw = copy.deepcopy(G_real.init_kwargs)
+            kw: dict[str, Any] = copy.deepcopy(G_real.init_kwargs)
             kw["synthesis_kwargs"].update(num_fp16_res=4, conv_clamp=256)
             G16 = Generator(**kw)
             G16.load_state_dict(G_real.state_dict())
@@ -251,12 +281,13 @@ class Trainer:
                 ) from None
             log.warning("starting the discriminator from random weights (--allow-random-d)")
             torch.manual_seed(cfg.seed)
+            synthesis_kwargs = cast(dict[str, Any], G_real.init_kwargs["synthesis_kwargs"])
             D = Discriminator(
                 c_dim=0,
                 img_resolution=G_real.img_resolution,
                 img_channels=G_real.img_channels,
-                channel_base=G_real.init_kwargs["synthesis_kwargs"].get("channel_base", 32768),
-                channel_max=G_real.init_kwargs["synthesis_kwargs"].get("channel_max", 512),
+                channel_base=synthesis_kwargs.get("channel_base", 32768),
+                channel_max=synthesis_kwargs.get("channel_max", 512),
             )
         self.G_real = G_real.to(dev).eval().requires_grad_(False)
         self.G = copy.deepcopy(self.G_real).train().requires_grad_(False)
@@ -300,22 +331,16 @@ class Trainer:
             if cfg.ada:
                 ada_cfg = AdaConfig(target=cfg.ada_target, interval=cfg.ada_interval, kimg=cfg.ada_kimg)
                 self.ada = AdaptiveP(self.augment, cfg.batch, ada_cfg)
-        sketch = lpips = None
-        if cfg.sketch_weight:
-            from realface.nn.sketch import build_sketch_extractor
-
-            sketch = build_sketch_extractor(cfg.sketch_extractor).to(self.device)
-        if cfg.color_weight:
+        sketch = build_sketch_for(cfg.identity)
+        if sketch is not None:
+            sketch = sketch.to(self.device)
+        lpips = None
+        if cfg.identity.color_weight:
             from realface.nn.lpips import load_lpips_vgg
 
             lpips = load_lpips_vgg(device=self.device, vgg_path=cfg.lpips_vgg)
         weights = LossWeights(
-            r1_gamma=cfg.gamma,
-            pl_weight=cfg.pl_weight,
-            style_mixing=cfg.style_mixing,
-            sketch=cfg.sketch_weight,
-            color=cfg.color_weight,
-            sketch_reduction=cfg.sketch_reduction,
+            r1_gamma=cfg.gamma, pl_weight=cfg.pl_weight, style_mixing=cfg.style_mixing, identity=cfg.identity
         )
         self.loss = StyleGAN2Loss(
             self.G,
@@ -648,7 +673,8 @@ def _rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def _tensorboard(run_dir: Path):
+def _tensorboard(run_dir: Path) -> Any:
+    """A TensorBoard ``SummaryWriter`` on ``run_dir``, or None when tensorboard is not installed."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except Exception:  # tensorboard not installed: stats.jsonl only

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from realface.losses import color_loss, sketch_loss
+from realface.losses import IdentityLossConfig, identity_loss
 from realface.nn.lpips import LPIPS
 from realface.nn.stylegan2 import Discriminator, Generator
 
@@ -33,22 +33,15 @@ __all__ = ["LossWeights", "Draws", "draw", "run_G", "StyleGAN2Loss"]
 @dataclass(frozen=True)
 class LossWeights:
     """r1_gamma: R1 weight γ (loss γ/2 · |∇D|²). pl_weight: path-length weight (0 disables).
-    style_mixing: probability of style mixing. sketch / color: λs and λc (0 disables a term).
-    sketch_size / color_size / blur_*: the identity losses' resolutions and blur (paper: 512, 256, 13, 10).
-    sketch_reduction: "sum" over pixels (the paper's λs implies it) or "mean"."""
+    style_mixing: probability of style mixing. identity: λs, λc and the settings of the identity
+    losses (:class:`realface.losses.IdentityLossConfig`; the paper's by default)."""
 
     r1_gamma: float = 10.0
     pl_weight: float = 2.0
     pl_batch_shrink: int = 2
     pl_decay: float = 0.01
     style_mixing: float = 0.9
-    sketch: float = 5e-6
-    color: float = 3.75e3
-    sketch_size: int = 512
-    color_size: int = 256
-    blur_kernel: int = 13
-    blur_sigma: float = 10.0
-    sketch_reduction: str = "sum"
+    identity: IdentityLossConfig = field(default_factory=IdentityLossConfig)
 
 
 @dataclass
@@ -122,9 +115,9 @@ class StyleGAN2Loss:
         self.augment, self.sketch, self.lpips = augment, sketch, lpips
         self.reduce_mean = reduce_mean
         self.pl_mean = torch.zeros([], device=next(G.parameters()).device)
-        if weights.sketch and sketch is None:
+        if weights.identity.sketch_weight and sketch is None:
             raise ValueError("a sketch weight was given but no sketch extractor")
-        if weights.color and lpips is None:
+        if weights.identity.color_weight and lpips is None:
             raise ValueError("a colour weight was given but no LPIPS network")
 
     def run_D(self, img: torch.Tensor) -> torch.Tensor:
@@ -133,31 +126,21 @@ class StyleGAN2Loss:
         return self.D(img, None)
 
     def identity_terms(self, fake: torch.Tensor, ws: torch.Tensor, d: Draws) -> dict[str, torch.Tensor]:
-        """λs·L_sketch and λc·L_color between G_real(ws) and G_rendering(ws) = ``fake`` (same noise)."""
-        out: dict[str, torch.Tensor] = {}
-        if not (self.w.sketch or self.w.color):
-            return out
+        """The identity losses between G_real(ws) and G_rendering(ws) = ``fake`` (same noise), per
+        sample: ``"sketch"`` and ``"color"`` (unweighted, for the stats; only the enabled ones) and
+        ``"total"`` (λs·L_sketch + λc·L_color, :func:`realface.losses.identity_loss`). Empty when
+        both weights are 0."""
+        cfg = self.w.identity
+        if not cfg.enabled:
+            return {}
         with torch.no_grad():
             real_style = self.G_real.synthesis(ws.detach(), noise=d.noise)  # [n, 3, R, R]
-        if self.w.sketch:
-            assert self.sketch is not None  # required by __init__ when the weight is set
-            out["sketch"] = sketch_loss(
-                real_style,
-                fake,
-                self.sketch,
-                self.w.sketch_size,
-                self.w.sketch_reduction,  # type: ignore[arg-type]
-            )
-        if self.w.color:
-            assert self.lpips is not None  # required by __init__ when the weight is set
-            out["color"] = color_loss(
-                real_style,
-                fake,
-                self.lpips,
-                self.w.color_size,
-                self.w.blur_kernel,
-                self.w.blur_sigma,  # type: ignore[arg-type]
-            )
+        terms = identity_loss(real_style, fake, cfg, extractor=self.sketch, lpips=self.lpips)
+        out = {"total": terms.total}
+        if cfg.sketch_weight:
+            out["sketch"] = terms.sketch
+        if cfg.color_weight:
+            out["color"] = terms.color
         return out
 
     def G_main(self, d: Draws, gain: float = 1.0) -> dict[str, float]:
@@ -166,10 +149,8 @@ class StyleGAN2Loss:
         loss_adv = F.softplus(-logits).mean()
         terms = self.identity_terms(fake, ws, d)
         total = loss_adv
-        if "sketch" in terms:
-            total = total + self.w.sketch * terms["sketch"].mean()
-        if "color" in terms:
-            total = total + self.w.color * terms["color"].mean()
+        if "total" in terms:
+            total = total + terms.pop("total").mean()
         (total * gain).backward()
         stats = {"Loss/G/loss": float(loss_adv.detach()), "Loss/scores/fake": float(logits.detach().mean())}
         for k, v in terms.items():
