@@ -619,7 +619,7 @@ def run_catalogue(
 
 def projector(
     G: Generator,
-    lpips: torch.nn.Module,
+    lpips: LPIPS,
     config: ApplyConfig = ApplyConfig(),
     device: torch.device | str = "cpu",
 ) -> RealFace:

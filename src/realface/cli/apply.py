@@ -38,6 +38,8 @@ from realface.pipeline import ApplyConfig, SaveOptions
 if TYPE_CHECKING:
     import torch
 
+    from realface.nn.lpips import LPIPS
+
 log = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, int, "torch.Tensor"], None]
@@ -45,7 +47,7 @@ StepCallback = Callable[[int, int, "torch.Tensor"], None]
 DEFAULT_REAL = "sg2ada-ffhq1024"
 
 
-def _load_lpips(vgg: Path | None, device: torch.device) -> torch.nn.Module:
+def _load_lpips(vgg: Path | None, device: torch.device) -> LPIPS:
     from realface.nn.lpips import load_lpips_vgg
 
     return load_lpips_vgg(device=device, vgg_path=vgg)
