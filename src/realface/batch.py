@@ -65,6 +65,7 @@ import os
 import re
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -78,6 +79,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from realface.errors import RealFaceError
 from realface.imageio import IMAGE_SUFFIXES, image_suffixes_text, list_images
 from realface.utils.fs import atomic_write_text
+from realface.workers import WorkerJob
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -734,7 +736,7 @@ def error_message(exc: BaseException) -> str:
 
 def run_batch(
     items: Sequence[str | os.PathLike],
-    process: ProcessFn,
+    process: ProcessFn | WorkerJob,
     outdir: str | os.PathLike,
     *,
     config_hash: str,
@@ -757,7 +759,9 @@ def run_batch(
     Args:
         items: input files, e.g. from :func:`collect_inputs`; they are only read.
         process: the job for one item (see :data:`ProcessFn`); it must write its outputs atomically
-            (:func:`realface.utils.fs.atomic_path`) and return their paths, which must exist.
+            (:func:`realface.utils.fs.atomic_path`) and return their paths, which must exist. A
+            :class:`realface.workers.WorkerJob` runs the items in worker processes instead (this process
+            still plans, holds the lock and writes every record; see :mod:`realface.workers`).
         outdir: the output folder; created if needed. Inputs must not lie inside it.
         config_hash: :func:`hash_config` of the job's config; items done under another config are redone.
         roots: the folders the items were collected from; each item's key and output path are its path
@@ -802,7 +806,14 @@ def run_batch(
         stale = _StaleOutputs(out, planned, records, extras, protected=set(files or ()))
         start = time.monotonic()
         with progress_bar(len(planned), initial=skipped, progress=progress, desc="batch") as bar:
-            outcome = _run_todo(todo, process, manifest, out, config_hash, stale, bar, stop_on_error)
+            if isinstance(process, WorkerJob) and min(process.workers, len(todo)) > 1:
+                n = min(process.workers, len(todo))
+                outcome = _run_todo_workers(
+                    todo, process, n, manifest, out, config_hash, stale, bar, stop_on_error
+                )
+            else:
+                fn = _in_process(process) if todo else _nothing_to_run
+                outcome = _run_todo(todo, fn, manifest, out, config_hash, stale, bar, stop_on_error)
         summary = BatchSummary(
             total=len(planned),
             done=outcome.counts["done"],
@@ -821,6 +832,15 @@ def run_batch(
             out / SUMMARY_NAME, json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n"
         )
     return summary
+
+
+def _in_process(process: ProcessFn | WorkerJob) -> ProcessFn:
+    """The job to run here: a :class:`WorkerJob` run in this process (one worker, or one item)."""
+    return process.setup() if isinstance(process, WorkerJob) else process
+
+
+def _nothing_to_run(path: Path, ctx: ItemContext) -> Sequence[Path]:
+    raise AssertionError("no item to run")
 
 
 def _make_outdir(out: Path) -> None:
@@ -980,6 +1000,28 @@ def _run_item(
 ) -> str | None:
     """Run one item and record it; return ``None`` on success, else the error message. ``on_success``
     is called with the item's outputs once they are written, before its ``done`` record."""
+    started, error = _start_item(item, manifest, config_hash)
+    log.debug("processing %s (%s)", item.key, reason)
+
+    t0 = time.monotonic()
+    ctx = ItemContext(input=item.input, key=item.key, output=item.output, outdir=outdir, log=log)
+    outputs: tuple[str, ...] = ()
+    if error is None:
+        try:
+            written = process(item.input, ctx)
+            outputs = _check_outputs(item, written, outdir, on_success)
+        except Exception as exc:
+            error = error_message(exc)
+            log.debug("%s failed:\n%s", item.key, traceback.format_exc())
+    _finish_item(manifest, started, outputs, error, time.monotonic() - t0)
+    return error
+
+
+def _start_item(
+    item: _Item, manifest: Manifest[ManifestRecord], config_hash: str
+) -> tuple[ManifestRecord, str | None]:
+    """Append the item's ``started`` record (its input's size and modification time); returns it,
+    with the error when the input cannot be read."""
     error: str | None = None
     try:
         st = item.input.stat()
@@ -997,33 +1039,130 @@ def _run_item(
         config_hash=config_hash,
     )
     manifest.append(started)
-    log.debug("processing %s (%s)", item.key, reason)
+    return started, error
 
-    t0 = time.monotonic()
-    ctx = ItemContext(input=item.input, key=item.key, output=item.output, outdir=outdir, log=log)
-    outputs: tuple[str, ...] = ()
-    if error is None:
-        try:
-            written = [Path(p) for p in process(item.input, ctx)]
-            missing = [str(p) for p in written if not p.exists()]
-            if missing:
-                raise RealFaceError(f"the job reported outputs that do not exist: {', '.join(missing)}")
-            outputs = tuple(_record_output(p, outdir) for p in written)
-            if on_success is not None:
-                on_success(item, outputs)
-        except Exception as exc:
-            error = error_message(exc)
-            log.debug("%s failed:\n%s", item.key, traceback.format_exc())
-    seconds = time.monotonic() - t0
 
+def _check_outputs(
+    item: _Item,
+    written: Iterable[str | os.PathLike],
+    outdir: Path,
+    on_success: Callable[[_Item, Sequence[str]], None] | None,
+) -> tuple[str, ...]:
+    """The outputs a job reported, as recorded; raises when one does not exist. Calls ``on_success``."""
+    paths = [Path(p) for p in written]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise RealFaceError(f"the job reported outputs that do not exist: {', '.join(missing)}")
+    outputs = tuple(_record_output(p, outdir) for p in paths)
+    if on_success is not None:
+        on_success(item, outputs)
+    return outputs
+
+
+def _finish_item(
+    manifest: Manifest[ManifestRecord],
+    started: ManifestRecord,
+    outputs: tuple[str, ...],
+    error: str | None,
+    seconds: float,
+) -> None:
+    """Append the item's ``done`` or ``failed`` record."""
     if error is None:
         manifest.append(
             dataclasses.replace(started, status="done", outputs=outputs, seconds=seconds, time=_now())
         )
-        log.debug("done %s in %.1fs", item.key, seconds)
+        log.debug("done %s in %.1fs", started.key, seconds)
     else:
         manifest.append(
             dataclasses.replace(started, status="failed", error=error, seconds=seconds, time=_now())
         )
-        log.warning("failed %s: %s", item.key, error)
-    return error
+        log.warning("failed %s: %s", started.key, error)
+
+
+def _run_todo_workers(
+    todo: Sequence[tuple[_Item, str]],
+    job: WorkerJob,
+    n: int,
+    manifest: Manifest[ManifestRecord],
+    out: Path,
+    config_hash: str,
+    stale: _StaleOutputs,
+    bar: tqdm,
+    stop_on_error: bool,
+) -> _Outcome:
+    """:func:`_run_todo` with the items run in ``n`` worker processes (:mod:`realface.workers`).
+
+    This process stays the only writer of the manifest: an item's ``started`` record is appended when
+    it is handed to a worker, its ``done`` / ``failed`` record when the worker answers. A worker that
+    dies fails the item it was running (retried by the next run); the others go on. Ctrl-C kills the
+    workers: the items in flight keep their ``started`` records.
+    """
+    from realface.workers import WorkerPool
+
+    outcome = _Outcome()
+    pending = deque(todo)
+    running: dict[int, tuple[_Item, str, ManifestRecord, float]] = {}
+    pool = WorkerPool(job.setup, n, job.threads)
+    force = True
+    try:
+        pool.start()
+        log.info("running %d items in %d worker processes", len(todo), n)
+        stopping = False
+
+        def record(item: _Item, reason: str, error: str | None) -> None:
+            nonlocal stopping
+            outcome.finished += 1
+            if error is None:
+                outcome.counts["done"] += 1
+                outcome.counts[reason] += 1
+            else:
+                outcome.failed.append((item.key, error))
+            bar.set_postfix_str(f"{item.key} {'failed' if error else 'done'}", refresh=False)
+            bar.update(1)
+            if error is not None and stop_on_error and not stopping:
+                log.warning("stopping at the first failure (stop_on_error)")
+                stopping = True
+
+        while True:
+            idle = pool.idle()
+            while idle and pending and not stopping:
+                item, reason = pending.popleft()
+                started, error = _start_item(item, manifest, config_hash)
+                if error is not None:
+                    _finish_item(manifest, started, (), error, 0.0)
+                    record(item, reason, error)
+                    continue
+                worker = idle.pop(0)
+                log.debug("processing %s (%s) in worker %d", item.key, reason, worker)
+                pool.submit(worker, (str(item.input), item.key, str(item.output), str(out)))
+                running[worker] = (item, reason, started, time.monotonic())
+            if not running:
+                if pending and not stopping:
+                    log.warning("every worker process has exited; run the same command again to continue")
+                break
+            bar.set_postfix_str(f"{len(running)} running", refresh=True)
+            for worker, reply in pool.wait():
+                item, reason, started, t0 = running.pop(worker)
+                outputs: tuple[str, ...] = ()
+                if reply is None:
+                    error = f"the worker process running it exited ({pool.exit_text(worker)})"
+                    seconds = time.monotonic() - t0
+                else:
+                    written, error, trace, seconds = reply
+                    if error is None:
+                        try:
+                            outputs = _check_outputs(item, written, out, stale.remove)
+                        except Exception as exc:
+                            error = error_message(exc)
+                            trace = traceback.format_exc()
+                    if error is not None:
+                        log.debug("%s failed:\n%s", item.key, trace)
+                _finish_item(manifest, started, outputs, error, seconds)
+                record(item, reason, error)
+        force = False
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+        log.warning("interrupted; run the same command again to continue")
+    finally:
+        pool.close(force=force)
+    return outcome

@@ -130,6 +130,13 @@ def apply(
     lpips_vgg: Path = LPIPS_VGG_OPT,
     max_pixels: int = config_option(ApplyConfig, "max_pixels", "--max-pixels", help=MAX_PIXELS_HELP),
     stop_on_error: bool = typer.Option(False, "--stop-on-error", help="Stop at the first failed image."),
+    workers: int = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        help="Images run at once, each in a single-threaded process (default: one per CPU core on the "
+        "CPU, 1 on a GPU). 1: every image in this process, with torch's threads.",
+    ),
     progress: bool = PROGRESS_OPT,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved configuration and exit."),
 ) -> None:
@@ -163,11 +170,35 @@ def apply(
         return
     from realface.pipeline import plan_catalogue
 
-    plan_catalogue(inputs, outdir, cfg, suffix)  # bad inputs or colliding outputs stop before any model loads
+    # bad inputs or colliding outputs stop before any model loads
+    images, _ = plan_catalogue(inputs, outdir, cfg, suffix)
     from realface.weights import apply_weight_ids, require_weights
 
     require_weights(apply_weight_ids(real, lpips_vgg, mask), progress=progress)  # all missing ones at once
     dev = resolve_device(device)
+    if workers is None:
+        from realface.workers import default_apply_workers
+
+        workers = default_apply_workers(dev)
+    if min(workers, len(images)) > 1:
+        from realface.workers import catalogue_setup, run_catalogue_workers
+
+        setup = catalogue_setup(real, rendering, lpips_vgg, cfg, str(dev))
+        summary = run_catalogue_workers(
+            setup,
+            cfg,
+            inputs,
+            outdir,
+            info,
+            workers=workers,
+            suffix=suffix,
+            progress=progress,
+            stop_on_error=stop_on_error,
+        )
+        typer.echo(summary.format())
+        if summary.exit_code:
+            raise typer.Exit(summary.exit_code)
+        return
     # Load everything before the first image, so missing weights stop the run at once.
     from realface.checkpoints import load_generator
 
