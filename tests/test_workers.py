@@ -5,6 +5,7 @@ and a rerun finishes the rest; a job whose setup fails stops before any image st
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -103,30 +104,38 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads a process's children from /proc")
-def test_a_killed_worker_fails_its_image_and_a_rerun_finishes(tmp_path, models):
-    cat = _looks(tmp_path / "cat", 5)
-    out = tmp_path / "out"
-    args = [cat, "-o", out, *models, "--steps", "40", "--no-progress", "--mask", "landmarks"]
+def _start_two_workers(args: list) -> tuple[subprocess.Popen, list[int]]:
+    """``realface apply ARGS --workers 2`` in a subprocess, once both workers run an image; with the
+    workers' process ids."""
+    out = Path(args[args.index("-o") + 1])
     cmd = [sys.executable, "-m", "realface", "apply", *args, "--workers", "2"]
     proc = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline:  # both workers busy: two items started, none finished
-            if (out / "manifest.jsonl").exists():
-                records = _manifest(out)
-                if sum(r["status"] == "started" for r in records) >= 2:
-                    break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the workers did not start two images within 180 s")
-        workers = [p for p in _children(proc.pid) if "realface" in Path(f"/proc/{p}/cmdline").read_text()]
-        assert workers, "no worker process found"
-        victim = workers[0]
-        Path(f"/proc/{victim}/cmdline").read_bytes()
-        import os
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if (out / "manifest.jsonl").exists() and sum(r["status"] == "started" for r in _manifest(out)) >= 2:
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("the workers did not start two images within 180 s")
+    workers = [p for p in _children(proc.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+    assert len(workers) == 2, workers
+    return proc, workers
 
-        os.kill(victim, signal.SIGKILL)
+
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="reads a process's children from /proc"
+)
+
+
+@linux_only
+def test_a_killed_worker_fails_its_image_and_a_rerun_finishes(tmp_path, models):
+    cat = _looks(tmp_path / "cat", 4)
+    out = tmp_path / "out"
+    args = [cat, "-o", out, *models, "--steps", "25", "--no-progress", "--mask", "landmarks"]
+    proc, workers = _start_two_workers(args)
+    try:
+        os.kill(workers[0], signal.SIGKILL)
         _, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
@@ -136,11 +145,11 @@ def test_a_killed_worker_fails_its_image_and_a_rerun_finishes(tmp_path, models):
     failed = [r for r in records if r["status"] == "failed"]
     assert len(failed) == 1 and "killed by SIGKILL" in failed[0]["error"]
     done_before = {r["key"] for r in records if r["status"] == "done"}
-    assert len(done_before) == 4  # the other worker ran the remaining images
+    assert len(done_before) == 3  # the other worker ran the remaining images
 
     assert run_cli("apply", *args, "--workers", "2") == 0
     records = _manifest(out)
-    for i in range(5):
+    for i in range(4):
         key = f"look{i}.png"
         assert sum(r["key"] == key and r["status"] == "done" for r in records) == 1, key
         Image.open(out / key).load()
@@ -150,6 +159,27 @@ def test_a_killed_worker_fails_its_image_and_a_rerun_finishes(tmp_path, models):
         (failed[0]["key"], "done"),
     ]
     assert not [p for p in out.rglob("*.tmp")]
+
+
+@linux_only
+def test_ctrl_c_stops_the_workers_and_keeps_the_run_resumable(tmp_path, models):
+    cat = _looks(tmp_path / "cat", 3)
+    out = tmp_path / "out"
+    args = [cat, "-o", out, *models, "--steps", "200", "--no-progress", "--mask", "landmarks"]
+    proc, workers = _start_two_workers(args)
+    try:
+        proc.send_signal(signal.SIGINT)  # to the parent alone: it must stop its workers itself
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    time.sleep(0.5)
+    for pid in workers:  # gone, not left running
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    records = _manifest(out)
+    assert [r["status"] for r in records] == ["started", "started"]  # both run again next time
+    assert json.loads((out / "summary.json").read_text())["interrupted"] is True
 
 
 def _failing_setup():
