@@ -176,16 +176,23 @@ def apply(
 
     require_weights(apply_weight_ids(real, lpips_vgg, mask), progress=progress)  # all missing ones at once
     dev = resolve_device(device)
+    # Load everything before the first image, so missing weights stop the run at once.
+    from realface.checkpoints import load_generator
+
+    G_real = load_generator(real, device=dev)
+    G_rendering = load_generator(rendering, device=dev) if rendering is not None else None
+    job = RealFace(G_real, G_rendering, _load_lpips(lpips_vgg, dev), cfg, device=dev)
     if workers is None:
         from realface.workers import default_apply_workers
 
         workers = default_apply_workers(dev)
     if min(workers, len(images)) > 1:
+        # The job was built here only to check it; each worker loads its own copy.
+        del job, G_real, G_rendering
         from realface.workers import catalogue_setup, run_catalogue_workers
 
-        setup = catalogue_setup(real, rendering, lpips_vgg, cfg, str(dev))
         summary = run_catalogue_workers(
-            setup,
+            catalogue_setup(real, rendering, lpips_vgg, cfg, str(dev)),
             cfg,
             inputs,
             outdir,
@@ -199,12 +206,6 @@ def apply(
         if summary.exit_code:
             raise typer.Exit(summary.exit_code)
         return
-    # Load everything before the first image, so missing weights stop the run at once.
-    from realface.checkpoints import load_generator
-
-    G_real = load_generator(real, device=dev)
-    G_rendering = load_generator(rendering, device=dev) if rendering is not None else None
-    job = RealFace(G_real, G_rendering, _load_lpips(lpips_vgg, dev), cfg, device=dev)
     summary = run_catalogue(
         job,
         inputs,
