@@ -108,8 +108,8 @@ def main() -> None:
         runs: dict[str, list[dict]] = {name: [] for name in SETTINGS}
         outputs: dict[str, bytes] = {}
         for r in range(args.repeat):
-            for name, (extra, threads) in SETTINGS.items():
-                out = root / f"out_{len(outputs)}_{r}"
+            for k, (name, (extra, threads)) in enumerate(SETTINGS.items()):
+                out = root / f"out_{'AB'[k]}{r}"  # a fresh folder for every run
                 res = run_once(cat, out, models, args.steps, extra, threads)
                 runs[name].append(res)
                 print(

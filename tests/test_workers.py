@@ -174,12 +174,34 @@ def test_ctrl_c_stops_the_workers_and_keeps_the_run_resumable(tmp_path, models):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130
-    time.sleep(0.5)
-    for pid in workers:  # gone, not left running
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert not [pid for pid in workers if _running(pid)]  # stopped, not left running
     records = _manifest(out)
     assert [r["status"] for r in records] == ["started", "started"]  # both run again next time
     assert json.loads((out / "summary.json").read_text())["interrupted"] is True
+
+
+@linux_only
+def test_kill_9_of_the_command_ends_its_workers(tmp_path, models):
+    cat = _looks(tmp_path / "cat", 3)
+    out = tmp_path / "out"
+    args = [cat, "-o", out, *models, "--steps", "200", "--no-progress", "--mask", "landmarks"]
+    proc, workers = _start_two_workers(args)
+    proc.kill()
+    proc.communicate(timeout=60)
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_running(pid) for pid in workers):
+        time.sleep(0.05)
+    assert not [pid for pid in workers if _running(pid)]
+    assert [r["status"] for r in _manifest(out)] == ["started", "started"]
+    assert run_cli("apply", *args, "--steps", "2", "--workers", "2") == 0  # a new config: all three run
+    assert sum(r["status"] == "done" for r in _manifest(out)) == 3
+
+
+def _running(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
 
 
 def _failing_setup():
