@@ -78,6 +78,8 @@ def run_once(cat: Path, out: Path, models: list[str], steps: int, extra: list[st
         raise SystemExit(f"realface apply failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines() if line]
     done = [r for r in records if r["status"] == "done"]
+    if len(done) != len(list(cat.iterdir())):
+        raise SystemExit(f"{out}: {len(done)} faces done, expected one per image of {cat}")
     first = min(datetime.fromisoformat(r["time"]) for r in records if r["status"] == "started")
     last = max(datetime.fromisoformat(r["time"]) for r in done)
     return {
