@@ -95,15 +95,16 @@ class BlazeBlock(nn.Module):
             raise ValueError(f"BlazeBlock: bad stride {stride} or channels {in_channels} -> {out_channels}")
         self.stride = stride
         self.pad_channels = out_channels - in_channels
-        self.dw1 = nn.Conv2d(in_channels, in_channels, 3, stride=stride, groups=in_channels)
+        # Stride 1: TensorFlow's SAME is one pixel on each side; stride 2 pads bottom/right in forward.
+        self.dw1 = nn.Conv2d(in_channels, in_channels, 3, stride, padding=2 - stride, groups=in_channels)
         self.pw1 = nn.Conv2d(in_channels, bottleneck, 1)
-        self.dw2 = nn.Conv2d(bottleneck, bottleneck, 3, groups=bottleneck)
+        self.dw2 = nn.Conv2d(bottleneck, bottleneck, 3, padding=1, groups=bottleneck)
         self.pw2 = nn.Conv2d(bottleneck, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.dw1(_pad_same(x, 3, self.stride))  # [N, Cin, H/s, W/s]
+        y = self.dw1(_pad_same(x, 3, 2) if self.stride == 2 else x)  # [N, Cin, H/s, W/s]
         y = F.relu(self.pw1(y))  # [N, B, H/s, W/s]
-        y = self.pw2(self.dw2(_pad_same(y, 3, 1)))  # [N, Cout, H/s, W/s]
+        y = self.pw2(self.dw2(y))  # [N, Cout, H/s, W/s]
         skip = F.max_pool2d(x, 2) if self.stride == 2 else x  # [N, Cin, H/s, W/s]
         if self.pad_channels:
             skip = F.pad(skip, (0, 0, 0, 0, 0, self.pad_channels))  # [N, Cout, H/s, W/s]
