@@ -67,10 +67,10 @@ MIN_DETECT_SIDE = 16
 """The shortest image side (pixels) handed to a dlib detector. dlib's CNN detector fails on images
 of 9 px and less (its filters do not fit); 16 px leaves a margin. No detector can find a face there."""
 
-BLAZEFACE_THRESHOLD = 0.6
+BLAZEFACE_THRESHOLD = 0.65
 """Default score threshold of the BlazeFace detector (face probability). On the detection benchmark
-(``benchmarks/bench_detect.py``) real faces score 0.67 and more, while round badges and ring prints
-reach 0.51; candidates from :data:`BLAZEFACE_LOG_FLOOR` up to the threshold are logged."""
+(``benchmarks/bench_detect.py``) real faces score 0.7 and more, while smiley badges and ring prints
+reach 0.61; candidates from :data:`BLAZEFACE_LOG_FLOOR` up to the threshold are logged."""
 
 BLAZEFACE_LOG_FLOOR = 0.2
 """BlazeFace candidates scoring at least this, but under the threshold, are logged with their score."""
@@ -99,13 +99,15 @@ class DetectConfig:
             of 192. Default 576: a 50 px face is 17 px at the network's input (at 768, 12.5 px, a
             60 px face scored under 0.5 on the benchmark).
         tile_overlap: overlap of neighbouring tiles in image pixels at the finest level (scaled
-            with the tiles at coarser levels). Default 240: a face up to 240 px across is whole in
-            some tile; larger ones are whole in some tile of a coarser level.
+            with the tiles at coarser levels). Default 144 (48 px of the network's input): a face
+            up to 144 px across is whole in some finest tile, one up to 288 px in some tile of the
+            next level (where it is 24–48 input pixels), and so on.
         nms_iou: BlazeFace candidates overlapping more than this (intersection over union) are one
             face; their boxes and keypoints are averaged weighted by score. Default 0.3 (MediaPipe's).
         keypoint_tolerance: a 68-point fit on a BlazeFace detection is rejected when an eye centre,
             the nose tip or the mouth centre lies further than this many box widths from BlazeFace's
-            keypoint. Default 0.25.
+            keypoint. Default 0.4: on faces of 50–60 px BlazeFace's keypoints stray up to 0.3 box
+            widths from a good fit; a fit on the wrong thing misses by more.
     """
 
     detector: Detector = "blazeface"
@@ -115,9 +117,9 @@ class DetectConfig:
     cnn_fallback: bool = True
     max_detect_side: int = 1024
     tile_size: int = 576
-    tile_overlap: int = 240
+    tile_overlap: int = 144
     nms_iou: float = 0.3
-    keypoint_tolerance: float = 0.25
+    keypoint_tolerance: float = 0.4
 
     def __post_init__(self) -> None:
         if self.upsample < 0 or self.min_face_size < 0 or self.max_detect_side < 64:
@@ -385,10 +387,22 @@ def _pad_to_input(a: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+_FLAT = 8
+
+
+def _is_flat(tile: np.ndarray) -> bool:
+    """Whether no two neighbouring pixels of ``tile`` [h, w, 3] differ by :data:`_FLAT` or more in any channel."""
+    t = tile.astype(np.int16)
+    return bool(
+        np.abs(np.diff(t, axis=0)).max(initial=0) < _FLAT
+        and np.abs(np.diff(t, axis=1)).max(initial=0) < _FLAT
+    )
+
+
 def _tiles(rgb: np.ndarray, config: DetectConfig) -> list[_Tile]:
     """Tiles of every level (tile side ``tile_size · 2^k`` image pixels, each reduced to 192), then the
-    whole image reduced to fit 192. Uniform tiles (standard deviation under 1 grey level) hold no
-    face and are left out."""
+    whole image reduced to fit 192. Tiles without an edge (no two neighbouring pixels differ by
+    :data:`_FLAT` grey levels or more: plain backgrounds, soft gradients) hold no face and are left out."""
     from PIL import Image
 
     from realface.nn.blazeface import INPUT_SIZE as N
@@ -409,7 +423,7 @@ def _tiles(rgb: np.ndarray, config: DetectConfig) -> list[_Tile]:
         for y in _positions(h, N, stride):
             for x in _positions(w, N, stride):
                 crop = a[y : y + N, x : x + N]
-                if float(crop.std()) < 1.0:
+                if _is_flat(crop):
                     continue
                 inner = (x > 0, y > 0, x + N < w, y + N < h)
                 tiles.append(_Tile(_pad_to_input(crop, N), x, y, factor, factor, inner))
@@ -624,25 +638,60 @@ def _crop_around(shape: tuple[int, ...], box: tuple[int, int, int, int]) -> tupl
     return max(left - m, 0), max(top - m, 0), min(right + m + 1, shape[1]), min(bottom + m + 1, shape[0])
 
 
+ROLL_LIMIT = 10.0
+"""Degrees: a BlazeFace detection whose eye keypoints tilt more than this is levelled before the
+68-point fit (dlib's predictor was trained on upright faces)."""
+
+
+def _roll_degrees(detection: Detection) -> float:
+    """Tilt of the line from the image-left eye keypoint to the image-right one (clockwise, degrees)."""
+    if detection.keypoints is None:
+        return 0.0
+    (x0, y0), (x1, y1) = detection.keypoints[0], detection.keypoints[1]
+    return math.degrees(math.atan2(y1 - y0, x1 - x0))
+
+
+def _rotate_points(points: np.ndarray, centre: tuple[float, float], degrees: float) -> np.ndarray:
+    """Points ``[K, 2]`` turned clockwise on screen (y down) by ``degrees`` about ``centre``."""
+    a = math.radians(degrees)
+    c, s = math.cos(a), math.sin(a)
+    d = np.asarray(points, dtype=np.float64) - centre  # [K, 2]
+    return np.stack([c * d[:, 0] - s * d[:, 1], s * d[:, 0] + c * d[:, 1]], axis=1) + centre
+
+
 def find_landmarks(rgb: np.ndarray, detection: Detection, *, source: str = "image") -> np.ndarray:
     """The 68 dlib landmarks ``[68, 2]`` float64 ``(x, y)`` of one detected face.
 
     The predictor runs on a crop of the image around the box (one box side on each side; its
     regression trees look at pixels near the face only), so its cost follows the face, not the image.
+    A BlazeFace detection tilted more than :data:`ROLL_LIMIT` degrees (by its eye keypoints) is
+    levelled first: the crop is turned about the box centre, fitted, and the points turned back.
 
     Raises:
         FaceError: dlib failed on the image; the message names ``source``.
     """
     import dlib
+    from PIL import Image
 
     rgb = _check_rgb8(rgb)
     left, top, right, bottom = detection.box
     x0, y0, x1, y1 = _crop_around(rgb.shape, detection.box)
     crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])  # [h, w, 3]
+    roll = _roll_degrees(detection)
+    centre = ((left + right) / 2 - x0, (top + bottom) / 2 - y0)  # in crop pixels
+    if abs(roll) > ROLL_LIMIT:
+        # PIL turns counter-clockwise on screen by ``roll`` about its centre given in pixel-edge units.
+        turned = Image.fromarray(crop).rotate(
+            roll, Image.Resampling.BILINEAR, center=(centre[0] + 0.5, centre[1] + 0.5)
+        )
+        crop = np.asarray(turned)
     predictor = _shape_predictor()
     rect = dlib.rectangle(left - x0, top - y0, right - x0, bottom - y0)
     shape = _dlib_call(source, "landmark predictor", lambda: predictor(crop, rect))
-    return np.array([(p.x + x0, p.y + y0) for p in shape.parts()], dtype=np.float64)  # [68, 2]
+    points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)  # [68, 2] in crop pixels
+    if abs(roll) > ROLL_LIMIT:
+        points = _rotate_points(points, centre, roll)  # back to the tilted face
+    return points + [x0, y0]  # [68, 2]
 
 
 def keypoint_disagreement(landmarks: np.ndarray, detection: Detection) -> float:

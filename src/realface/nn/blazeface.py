@@ -103,12 +103,14 @@ class BlazeBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.dw1(_pad_same(x, 3, 2) if self.stride == 2 else x)  # [N, Cin, H/s, W/s]
-        y = F.relu(self.pw1(y))  # [N, B, H/s, W/s]
+        y = F.relu(self.pw1(y), inplace=True)  # [N, B, H/s, W/s]
         y = self.pw2(self.dw2(y))  # [N, Cout, H/s, W/s]
         skip = F.max_pool2d(x, 2) if self.stride == 2 else x  # [N, Cin, H/s, W/s]
-        if self.pad_channels:
-            skip = F.pad(skip, (0, 0, 0, 0, 0, self.pad_channels))  # [N, Cout, H/s, W/s]
-        return F.relu(skip + y)
+        if self.pad_channels:  # the skip, zero-padded in channels, adds to the first Cin channels only
+            y[:, : skip.shape[1]] += skip
+        else:
+            y += skip
+        return F.relu(y, inplace=True)
 
 
 class PyramidLevel(nn.Module):
@@ -123,9 +125,9 @@ class PyramidLevel(nn.Module):
         )
 
     def forward(self, coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
-        top = F.relu(self.top(coarse))  # [N, C, h, w]
+        top = F.relu(self.top(coarse), inplace=True)  # [N, C, h, w]
         top = F.interpolate(top, size=fine.shape[-2:], mode="bilinear", align_corners=False)  # [N, C, 2h, 2w]
-        return self.blocks(top + F.relu(self.lateral(fine)))  # [N, C, 2h, 2w]
+        return self.blocks(top + F.relu(self.lateral(fine), inplace=True))  # [N, C, 2h, 2w]
 
 
 class BlazeFace(nn.Module):
@@ -144,7 +146,7 @@ class BlazeFace(nn.Module):
         n = x.shape[0]
         if x.shape[1:] != (3, INPUT_SIZE, INPUT_SIZE):
             raise ValueError(f"BlazeFace expects [N, 3, {INPUT_SIZE}, {INPUT_SIZE}]; got {list(x.shape)}")
-        x = F.relu(self.stem(_pad_same(x, 3, 2)))  # [N, 32, 96, 96]
+        x = F.relu(self.stem(_pad_same(x, 3, 2)), inplace=True)  # [N, 32, 96, 96]
         taps = []
         for i, block in enumerate(self.backbone):
             x = block(x)
