@@ -107,7 +107,7 @@ def test_threshold_refuses_weaker_faces_and_logs_them(caplog):
 @pytest.mark.parametrize("name", ["astronaut", "replicant_face_00000"])
 def test_blazeface_landmarks_give_the_fixture_alignment(name):
     """The 68 points fitted on BlazeFace's box give the FFHQ quad of the fixture (fitted on HOG's box)
-    to within 2 % of its side, and the mapped box is within 6 % of HOG's."""
+    to within 2 % of its side, and the mapped box is within 8 % of HOG's."""
     rec = fixture_record(name)
     file = {"astronaut": "astronaut.png", "replicant_face_00000": "replicant_face_00000.jpg"}[name]
     (face,) = find_faces(load_image(data_file("images", file)).rgb8())
@@ -115,7 +115,7 @@ def test_blazeface_landmarks_give_the_fixture_alignment(name):
     ref_quad, qsize = ffhq_quad(np.array(rec["landmarks_68"]))
     assert np.abs(quad - ref_quad).max() < 0.02 * qsize
     box, ref = np.array(face.box, float), np.array(rec["face_box"], float)
-    assert np.abs(box - ref).max() < 0.06 * (ref[2] - ref[0])
+    assert np.abs(box - ref).max() < 0.08 * (ref[2] - ref[0])
 
 
 def test_dlib_box_from_blazeface():

@@ -36,9 +36,24 @@ def align_command(
     face_index: int | None = typer.Option(
         None, "--face-index", help="Only this face (0 = largest). Default: every face."
     ),
-    min_face_size: int = typer.Option(48, "--min-face-size", help="Ignore faces smaller than this (px)."),
-    upsample: int = typer.Option(1, "--upsample", help="dlib detector upsampling (finds smaller faces)."),
-    cnn: bool = typer.Option(True, "--cnn/--no-cnn", help="Try dlib's CNN detector when HOG finds nothing."),
+    detector: str = typer.Option(
+        "blazeface", "--detector", help="Face detector: blazeface (default), hog (dlib, CNN fallback) or cnn."
+    ),
+    threshold: float | None = typer.Option(
+        None,
+        "--threshold",
+        help="Least detector score a face needs (default: the detector's own, 0.65 for blazeface, 0 for "
+        "hog/cnn); weaker candidates are logged with their score.",
+    ),
+    min_face_size: int = typer.Option(
+        48, "--min-face-size", "--min-face", help="Ignore faces smaller than this (px)."
+    ),
+    upsample: int = typer.Option(
+        1, "--upsample", help="dlib detector upsampling (hog, cnn; finds smaller faces)."
+    ),
+    cnn: bool = typer.Option(
+        True, "--cnn/--no-cnn", help="With --detector hog: try dlib's CNN detector when HOG finds nothing."
+    ),
     exact: bool = typer.Option(
         False, "--exact", help="Official 4096-px warp route (slower; bit-exact with the FFHQ recipe)."
     ),
@@ -54,7 +69,13 @@ def align_command(
     check_max_pixels(max_pixels)
     try:
         align_cfg = AlignConfig(output_size=size, transform_size=4096 if exact else None)
-        detect_cfg = DetectConfig(upsample=upsample, cnn_fallback=cnn, min_face_size=min_face_size)
+        detect_cfg = DetectConfig(
+            detector=detector,  # type: ignore[arg-type]  # checked by DetectConfig
+            threshold=threshold,
+            upsample=upsample,
+            cnn_fallback=cnn,
+            min_face_size=min_face_size,
+        )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     inputs = {_resolved(p) for p in images}
