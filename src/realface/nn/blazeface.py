@@ -36,8 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from realface.errors import CheckpointError
-from realface.utils.state import state_dict_mismatch
+from realface.utils.weightfile import check_state_dict, read_state_dict
 
 __all__ = [
     "INPUT_SIZE",
@@ -180,19 +179,16 @@ def preprocess(rgb: np.ndarray) -> torch.Tensor:
 def load_blazeface(path: str | os.PathLike[str]) -> BlazeFace:
     """A :class:`BlazeFace` in eval mode with the weights of a safetensors file (float16 or float32).
 
-    Raises:
-        CheckpointError: the file is not a safetensors file with exactly this network's tensors.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    The file is read by :func:`realface.utils.weightfile.read_state_dict`; nothing in it is executed.
 
-    try:
-        state = load_file(os.fspath(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    Raises:
+        CheckpointError: the file is unreadable or does not hold exactly this network's tensors; the
+            message names the file.
+    """
+    state = read_state_dict(path, what="BlazeFace full-range weights")
     model = BlazeFace()
-    problem = state_dict_mismatch(model.state_dict(), state)
-    if problem:
-        raise CheckpointError(f"{path}: not BlazeFace full-range weights: {problem}")
+    check_state_dict(
+        model.state_dict(), state, str(path), "BlazeFace full-range weights", optional=lambda key: False
+    )
     model.load_state_dict({k: v.float() for k, v in state.items()})
     return model.eval().requires_grad_(False)
