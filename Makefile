@@ -25,9 +25,10 @@ run: $(STAMP)
 test: $(STAMP) browser
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
-# Static type check of the package (configured in pyproject.toml; not yet clean, so not part of `test`).
+# Static type check of the package (configured in pyproject.toml; also run by `test`).
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 

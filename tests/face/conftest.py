@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from realface.face import find_faces
+from realface.face import DetectConfig, find_faces
 from realface.imageio import load_image
 from tests.conftest import data_file
 
@@ -29,9 +29,10 @@ def fixture_record(name: str) -> dict:
 
 @pytest.fixture(scope="session")
 def detected():
-    """name -> (LoadedImage, faces) for the two fixture images (dlib runs once per session)."""
+    """name -> (LoadedImage, faces) for the two fixture images, found by dlib's HOG detector as the
+    fixtures were (dlib runs once per session)."""
     out = {}
     for name, (file, _) in FIXTURES.items():
         image = load_image(data_file("images", file))
-        out[name] = (image, find_faces(image.rgb8(), source=file))
+        out[name] = (image, find_faces(image.rgb8(), DetectConfig(detector="hog"), source=file))
     return out

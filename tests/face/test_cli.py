@@ -28,7 +28,8 @@ def run(argv, capsys):
 
 def test_align_then_paste_round_trip(tmp_path, capsys):
     src = data_file("images", "replicant_face_00000.jpg")
-    code, err = run(["align", str(src), "-o", str(tmp_path / "al"), "--size", "256", "--exact"], capsys)
+    args = ["--size", "256", "--exact", "--detector", "hog"]  # the fixtures' landmarks are HOG's
+    code, err = run(["align", str(src), "-o", str(tmp_path / "al"), *args], capsys)
     assert code == 0, err
     crop = tmp_path / "al" / "replicant_face_00000_face0.png"
     official = np.asarray(Image.open(data_file("align", "replicant_face_00000_aligned_256.png")))
@@ -105,7 +106,7 @@ def test_align_errors_are_one_line_and_write_nothing(tmp_path, capsys, setup, ar
     else:
         src = tmp_path / "nothing.png"
     out_dir = tmp_path / "al"
-    code, err = run(["align", str(src), "-o", str(out_dir), "--no-cnn", *args], capsys)
+    code, err = run(["align", str(src), "-o", str(out_dir), "--detector", "hog", "--no-cnn", *args], capsys)
     assert code == 1
     assert message in err and "Traceback" not in err
     assert not out_dir.exists() or not any(out_dir.iterdir())
@@ -142,3 +143,23 @@ def test_paste_errors(tmp_path, capsys):
         capsys,
     )  # fmt: skip
     assert code == 1 and "--mask" in err
+
+
+def test_align_detector_options(tmp_path, capsys):
+    src = data_file("images", "astronaut.png")
+    code, err = run(["align", str(src), "-o", str(tmp_path / "al"), "--size", "256"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "al").iterdir()) == [
+        "astronaut_face0.json",
+        "astronaut_face0.png",
+    ]
+    face = json.loads((tmp_path / "al" / "astronaut_face0.json").read_text())["face"]
+    assert face["detector"] == "blazeface" and face["score"] > 0.9  # the mission patch is not a face
+    FaceMeta.load(tmp_path / "al" / "astronaut_face0.json")
+    code, err = run(
+        ["align", str(src), "-o", str(tmp_path / "b"), "--threshold", "0.99", "--min-face", "40"], capsys
+    )
+    assert code == 1 and "astronaut.png: no face of at least 40 px found" in err and "threshold 0.99" in err
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+    code, err = run(["align", str(src), "-o", str(tmp_path / "c"), "--detector", "mtcnn"], capsys)
+    assert code != 0 and "unknown detector 'mtcnn'" in err and "Traceback" not in err

@@ -29,10 +29,16 @@ def test_faces_sorted_largest_first(detected):
 def test_min_face_size_drops_small_faces(detected):
     image, faces = detected["astronaut"]
     smallest = min(min(f.box[2] - f.box[0], f.box[3] - f.box[1]) + 1 for f in faces)
-    kept = detect_faces(image.rgb8(), DetectConfig(min_face_size=smallest + 1, cnn_fallback=False))
+    kept = detect_faces(
+        image.rgb8(), DetectConfig(detector="hog", min_face_size=smallest + 1, cnn_fallback=False)
+    )
     assert len(kept) == len(faces) - 1
     with pytest.raises(FaceError, match=r"astro\.png: no face of at least 1000 px"):
-        find_faces(image.rgb8(), DetectConfig(min_face_size=1000, cnn_fallback=False), source="astro.png")
+        find_faces(
+            image.rgb8(),
+            DetectConfig(detector="hog", min_face_size=1000, cnn_fallback=False),
+            source="astro.png",
+        )
 
 
 def test_cnn_detector_finds_the_face_hog_found(detected):
@@ -51,10 +57,10 @@ def test_falls_back_to_cnn_when_hog_finds_nothing(detected, monkeypatch):
 
     image, _ = detected["replicant_face_00000"]
     monkeypatch.setattr(detect, "_hog_detector", lambda: NoFaces())
-    faces = find_faces(image.rgb8(), DetectConfig(upsample=0))
+    faces = find_faces(image.rgb8(), DetectConfig(detector="hog", upsample=0))
     assert faces[0].detector == "cnn"
     with pytest.raises(FaceError, match="HOG detector"):
-        find_faces(image.rgb8(), DetectConfig(upsample=0, cnn_fallback=False))
+        find_faces(image.rgb8(), DetectConfig(detector="hog", upsample=0, cnn_fallback=False))
 
 
 def test_blank_image_has_no_face():
@@ -95,10 +101,10 @@ def test_dlib_errors_become_face_errors_without_dlib_text(detected, monkeypatch)
     image, _ = detected["replicant_face_00000"]
     monkeypatch.setattr(detect, "_hog_detector", lambda: Failing())
     with pytest.raises(FaceError, match=r"^photo\.png: the HOG face detector could not") as info:
-        detect_faces(image.rgb8(), source="photo.png")
+        detect_faces(image.rgb8(), DetectConfig(detector="hog"), source="photo.png")
     monkeypatch.undo()
     monkeypatch.setattr(detect, "_shape_predictor", lambda: Failing())
     with pytest.raises(FaceError, match=r"^photo\.png: the landmark predictor could not") as info2:
-        find_faces(image.rgb8(), source="photo.png")
+        find_faces(image.rgb8(), DetectConfig(detector="hog"), source="photo.png")
     for exc in (info.value, info2.value):
         assert "cpp" not in str(exc) and "line" not in str(exc) and exc.__cause__ is None

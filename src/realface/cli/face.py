@@ -43,14 +43,37 @@ def align_command(
     face_index: int | None = typer.Option(
         None, "--face-index", help="Only this face (0 = largest). Default: every face."
     ),
+    detector: str = config_option(
+        DetectConfig,
+        "detector",
+        "--detector",
+        help="Face detector: blazeface (default), hog (dlib, CNN fallback) or cnn.",
+    ),
+    threshold: float | None = config_option(
+        DetectConfig,
+        "threshold",
+        "--threshold",
+        help="Least detector score a face needs (default: the detector's own, 0.65 for blazeface, 0 for "
+        "hog/cnn); weaker candidates are logged with their score.",
+    ),
     min_face_size: int = config_option(
-        DetectConfig, "min_face_size", "--min-face-size", help="Ignore faces smaller than this (px)."
+        DetectConfig,
+        "min_face_size",
+        "--min-face-size",
+        "--min-face",
+        help="Ignore faces smaller than this (px).",
     ),
     upsample: int = config_option(
-        DetectConfig, "upsample", "--upsample", help="dlib detector upsampling (finds smaller faces)."
+        DetectConfig,
+        "upsample",
+        "--upsample",
+        help="dlib detector upsampling (hog, cnn; finds smaller faces).",
     ),
     cnn: bool = config_option(
-        DetectConfig, "cnn_fallback", "--cnn/--no-cnn", help="Try dlib's CNN detector when HOG finds nothing."
+        DetectConfig,
+        "cnn_fallback",
+        "--cnn/--no-cnn",
+        help="With --detector hog: try dlib's CNN detector when HOG finds nothing.",
     ),
     exact: bool = typer.Option(
         False, "--exact", help="Official 4096-px warp route (slower; bit-exact with the FFHQ recipe)."
@@ -64,7 +87,14 @@ def align_command(
     """
     check_max_pixels(max_pixels)
     align_cfg = make_config(AlignConfig, output_size=size, transform_size=4096 if exact else None)
-    detect_cfg = make_config(DetectConfig, upsample=upsample, cnn_fallback=cnn, min_face_size=min_face_size)
+    detect_cfg = make_config(
+        DetectConfig,
+        detector=detector,
+        threshold=threshold,
+        upsample=upsample,
+        cnn_fallback=cnn,
+        min_face_size=min_face_size,
+    )
     inputs = {_resolved(p) for p in images}
     written: dict[Path, Path] = {}  # output file (resolved) -> the input it was written for
     failures: list[tuple[Path, RealFaceError]] = []

@@ -515,7 +515,9 @@ def _faces_of(inp: _Input, rgb8: np.ndarray, config: BuildConfig) -> list[dict[s
         return out
     from realface.face import DetectConfig, find_faces
 
-    detect = DetectConfig(upsample=config.upsample, cnn_fallback=config.cnn_fallback, min_face_size=0)
+    detect = DetectConfig(  # BuildConfig's detection options (upsample, cnn_fallback) are dlib HOG's
+        detector="hog", upsample=config.upsample, cnn_fallback=config.cnn_fallback, min_face_size=0
+    )
     faces = find_faces(rgb8, detect, source=inp.location)
     return [
         {

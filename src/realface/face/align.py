@@ -160,7 +160,7 @@ class Alignment:
             quad=tuple((float(x), float(y)) for x, y in q),
             output_size=int(output_size),
             image_size=(int(image_size[0]), int(image_size[1])),
-            aligned_from_image=tuple(tuple(float(v) for v in row) for row in m),
+            aligned_from_image=tuple((float(row[0]), float(row[1]), float(row[2])) for row in m),
         )
 
     @property
@@ -262,7 +262,8 @@ def _prepare_source(
         quad = quad - [x0, y0]
     pad = _pad_amounts(quad, border, img.shape[1], img.shape[0])
     if enable_padding and max(pad) > border - 4:
-        pad = tuple(int(v) for v in np.maximum(pad, int(np.rint(qsize * 0.3))))
+        p0, p1, p2, p3 = (int(v) for v in np.maximum(pad, int(np.rint(qsize * 0.3))))
+        pad = (p0, p1, p2, p3)
         img = _pad_blur(img.astype(np.float32), pad, qsize)
         quad = quad + [pad[0], pad[1]]
     return img, quad
@@ -277,16 +278,21 @@ def _align_reference(rgb8: np.ndarray, quad: np.ndarray, qsize: float, config: A
     shrink = int(np.floor(qsize / out_size * 0.5))
     if shrink > 1:
         rsize = (int(np.rint(pil.size[0] / shrink)), int(np.rint(pil.size[1] / shrink)))
-        pil = pil.resize(rsize, Image.LANCZOS)
+        pil = pil.resize(rsize, Image.Resampling.LANCZOS)
         quad /= shrink
         qsize /= shrink
     region, quad = _prepare_source(np.asarray(pil), quad, qsize, config.enable_padding)
     if region.dtype != np.uint8:  # padded: back to 8 bits as the official code does
         region = np.clip(np.rint(region), 0, 255).astype(np.uint8)
     pil = Image.fromarray(np.ascontiguousarray(region), "RGB")
-    pil = pil.transform((transform_size, transform_size), Image.QUAD, (quad + 0.5).flatten(), Image.BILINEAR)
+    pil = pil.transform(
+        (transform_size, transform_size),
+        Image.Transform.QUAD,
+        [float(v) for v in (quad + 0.5).flatten()],
+        Image.Resampling.BILINEAR,
+    )
     if out_size < transform_size:
-        pil = pil.resize((out_size, out_size), Image.LANCZOS)
+        pil = pil.resize((out_size, out_size), Image.Resampling.LANCZOS)
     return np.asarray(pil, dtype=np.float32) / 255.0  # [N, N, 3]
 
 
@@ -308,7 +314,11 @@ def _lanczos_resize(img: np.ndarray, size: int) -> np.ndarray:
     """Lanczos resize of a float image ``[h, w, C]`` to ``[size, size, C]`` (Pillow, per channel)."""
     return np.stack(
         [
-            np.asarray(Image.fromarray(np.ascontiguousarray(img[..., c])).resize((size, size), Image.LANCZOS))
+            np.asarray(
+                Image.fromarray(np.ascontiguousarray(img[..., c])).resize(
+                    (size, size), Image.Resampling.LANCZOS
+                )
+            )
             for c in range(img.shape[2])
         ],
         axis=-1,

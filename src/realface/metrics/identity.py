@@ -132,8 +132,8 @@ class DlibFaceEmbedder:
     def __init__(self, min_face_size: int = 32, upsample: int = 1, cnn_fallback: bool = True) -> None:
         from realface.face.detect import DetectConfig
 
-        self.detect_config = DetectConfig(
-            upsample=upsample, cnn_fallback=cnn_fallback, min_face_size=min_face_size
+        self.detect_config = DetectConfig(  # the metric's protocol: dlib's HOG box for dlib's 5 points
+            detector="hog", upsample=upsample, cnn_fallback=cnn_fallback, min_face_size=min_face_size
         )
         self._lm5, self._frec = _dlib_models()
 
@@ -237,8 +237,8 @@ class CurricularFaceEmbedder:
             from realface.weights import weight_path
 
             path = weight_path("curricularface")
-        self.detect_config = DetectConfig(
-            upsample=upsample, cnn_fallback=cnn_fallback, min_face_size=min_face_size
+        self.detect_config = DetectConfig(  # the same detection protocol as the dlib embedder
+            detector="hog", upsample=upsample, cnn_fallback=cnn_fallback, min_face_size=min_face_size
         )
         self._net = _ir101(str(Path(path).resolve()), tuple(units or IR101_UNITS))
 

