@@ -236,3 +236,30 @@ def test_a_failing_setup_stops_before_any_item_starts(tmp_path):
 def test_worker_counts_are_checked():
     with pytest.raises(RealFaceError, match="at least 1"):
         WorkerJob(_copy_setup, 0)
+
+
+def test_default_workers_fit_in_the_available_memory(monkeypatch):
+    import torch
+
+    from realface import workers
+
+    monkeypatch.setattr(workers, "usable_cpus", lambda: 8)
+    monkeypatch.setattr(workers, "available_memory", lambda: 10 * 2**30)
+    cpu = torch.device("cpu")
+    assert workers.default_apply_workers(cpu) == 8  # no estimate: one per CPU
+    assert workers.default_apply_workers(cpu, 2 * 2**30) == 4  # 80 % of 10 GiB holds four 2 GiB workers
+    assert workers.default_apply_workers(cpu, 64 * 2**30) == 1  # never fewer than one
+    assert workers.default_apply_workers(torch.device("meta"), 1) == 1  # not the CPU: one
+    monkeypatch.setattr(workers, "available_memory", lambda: None)
+    assert workers.default_apply_workers(cpu, 64 * 2**30) == 8  # memory unknown: not capped
+
+
+def test_worker_memory_counts_weights_and_activations():
+    import torch
+
+    from realface.workers import ACTIVATION_BYTES_1024, worker_memory
+
+    net = torch.nn.Linear(10, 10)  # 110 float32 parameters
+    net.register_buffer("b", torch.zeros(5, dtype=torch.float64))  # 40 bytes
+    assert worker_memory([net, None], 1024, 1) == 110 * 4 + 40 + ACTIVATION_BYTES_1024
+    assert worker_memory([net], 512, 2) == 110 * 4 + 40 + ACTIVATION_BYTES_1024 // 2

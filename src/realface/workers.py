@@ -45,6 +45,8 @@ __all__ = [
     "WorkerPool",
     "catalogue_setup",
     "default_apply_workers",
+    "available_memory",
+    "worker_memory",
     "run_catalogue_workers",
     "usable_cpus",
 ]
@@ -62,9 +64,58 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def default_apply_workers(device: Any) -> int:
-    """``apply``'s default ``--workers``: one per usable CPU on the CPU, one on a GPU."""
-    return usable_cpus() if getattr(device, "type", str(device)) == "cpu" else 1
+def available_memory() -> int | None:
+    """Bytes of memory available to new processes (Linux ``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+ACTIVATION_BYTES_1024 = int(2.5 * 2**30)
+"""Memory of one face's inversion step at 1024² (generator forward and backward, LPIPS at 256:
+measured 2.4 GiB by ``benchmarks/bench_generator.py``); it scales with the number of pixels."""
+
+
+def worker_memory(job_modules: Sequence[Any], resolution: int, batch_size: int) -> int:
+    """Estimated peak bytes of one worker: the parameters and buffers of ``job_modules`` plus the
+    activations of an inversion batch of ``batch_size`` faces at ``resolution``."""
+    weights = 0
+    for module in job_modules:
+        if module is None:
+            continue
+        weights += sum(t.numel() * t.element_size() for t in module.parameters())
+        weights += sum(t.numel() * t.element_size() for t in module.buffers())
+    return weights + int(ACTIVATION_BYTES_1024 * (resolution / 1024) ** 2 * batch_size)
+
+
+def default_apply_workers(device: Any, per_worker_bytes: int | None = None) -> int:
+    """``apply``'s default ``--workers``: one per usable CPU on the CPU, one on a GPU.
+
+    With ``per_worker_bytes`` (:func:`worker_memory`), the CPU count is capped so that the workers
+    fit in 80 % of the available memory (at least 1); the cap is logged.
+    """
+    if getattr(device, "type", str(device)) != "cpu":
+        return 1
+    n = usable_cpus()
+    free = available_memory()
+    if per_worker_bytes and free is not None:
+        fit = max(1, int(free * 0.8) // per_worker_bytes)
+        if fit < n:
+            log.info(
+                "using %d worker(s), not %d (one per CPU): each needs about %.1f GiB and %.1f GiB is "
+                "available; --workers N overrides",
+                fit,
+                n,
+                per_worker_bytes / 2**30,
+                free / 2**30,
+            )
+            n = fit
+    return n
 
 
 @dataclass(frozen=True)

@@ -183,9 +183,10 @@ def apply(
     G_rendering = load_generator(rendering, device=dev) if rendering is not None else None
     job = RealFace(G_real, G_rendering, _load_lpips(lpips_vgg, dev), cfg, device=dev)
     if workers is None:
-        from realface.workers import default_apply_workers
+        from realface.workers import default_apply_workers, worker_memory
 
-        workers = default_apply_workers(dev)
+        need = worker_memory([G_real, G_rendering, job.lpips], G_real.img_resolution, cfg.batch_size)
+        workers = default_apply_workers(dev, need)
     if min(workers, len(images)) > 1:
         # The job was built here only to check it; each worker loads its own copy.
         del job, G_real, G_rendering
