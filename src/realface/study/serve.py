@@ -59,7 +59,7 @@ class NoUploads:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and "/upload" in scope.get("path", ""):
+        if scope["type"] == "http" and scope.get("path", "").rstrip("/").endswith("/upload"):
             await send(
                 {
                     "type": "http.response.start",
@@ -173,12 +173,13 @@ def build_study_app(study: Study) -> tuple[Any, Workspace]:
             return [_error(readable_error(exc)), *skip]
         return show(code, "Vote saved.")
 
-    outputs = [progress, reference, *images, choice, identity, submit, participant, current]
-    start.click(on_start, inputs=code_box, outputs=outputs, concurrency_limit=4)
-    code_box.submit(on_start, inputs=code_box, outputs=outputs, concurrency_limit=4)
-    submit.click(
-        on_submit, inputs=[participant, current, choice, identity], outputs=outputs, concurrency_limit=1
-    )
+    with blocks:
+        outputs = [progress, reference, *images, choice, identity, submit, participant, current]
+        start.click(on_start, inputs=code_box, outputs=outputs, concurrency_limit=4)
+        code_box.submit(on_start, inputs=code_box, outputs=outputs, concurrency_limit=4)
+        submit.click(
+            on_submit, inputs=[participant, current, choice, identity], outputs=outputs, concurrency_limit=1
+        )
     return blocks, workspace
 
 
