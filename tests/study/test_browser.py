@@ -193,6 +193,16 @@ def test_a_bad_code_and_a_missing_pick_are_explained(page, served):
     )
 
 
+def test_a_second_server_on_the_same_study_is_refused(served):
+    from tests.robustness._cli import assert_refused, run_realface, snapshot
+
+    folder = served["study"].root
+    before = snapshot(folder / "study.json", folder / "items")
+    assert_refused(
+        run_realface("study", "serve", folder, "--port", str(_free_port())), "study folder", before
+    )
+
+
 def test_foreign_host_names_and_uploads_are_refused(served):
     def request(method: str, path: str, host: str) -> tuple[int, str]:
         conn = http.client.HTTPConnection("127.0.0.1", served["port"], timeout=30)

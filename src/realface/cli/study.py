@@ -9,9 +9,10 @@ from pathlib import Path
 import typer
 
 from realface.cli import app
-from realface.cli.common import MAX_PIXELS_HELP
+from realface.cli.common import MAX_PIXELS_HELP, config_option
 from realface.errors import ConfigError
-from realface.imageio import DEFAULT_MAX_PIXELS
+from realface.study.config import ServeConfig
+from realface.study.create import CreateConfig
 
 study_app = typer.Typer(
     name="study",
@@ -35,21 +36,29 @@ def create(
     name: str = typer.Option(..., "--name", help="The study's title, shown to participants."),
     method: list[str] = typer.Option(..., "--method", help="NAME=FOLDER of one method's results (repeat)."),
     out: Path = typer.Option(..., "--out", "-o", help="The study folder to make (new or empty)."),
-    crop: str = typer.Option("face", "--crop", help="face: a square around the face; full: whole images."),
+    crop: str = config_option(
+        CreateConfig, "crop", "--crop", help="face: a square around the face; full: whole images."
+    ),
     reference: Path = typer.Option(
         None, "--reference", help="Folder of the rendered inputs: shown, with 'same person?' asked."
     ),
     meta: Path = typer.Option(
         None, "--meta", help="Face metadata of `realface align --meta` (else the faces are detected)."
     ),
-    face_index: int = typer.Option(0, "--face-index", help="Which face of an image (0: the largest)."),
-    margin: float = typer.Option(2.0, "--margin", help="Face crop side / face box side."),
-    size: int = typer.Option(256, "--size", help="Crop side (full: longest side, never enlarged), pixels."),
-    seed: int = typer.Option(None, "--seed", help="Seed of the participants' orders (default: random)."),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels", help=MAX_PIXELS_HELP),
+    face_index: int = config_option(
+        CreateConfig, "face_index", "--face-index", help="Which face of an image (0: the largest)."
+    ),
+    margin: float = config_option(CreateConfig, "margin", "--margin", help="Face crop side / face box side."),
+    size: int = config_option(
+        CreateConfig, "size", "--size", help="Crop side (full: longest side, never enlarged), pixels."
+    ),
+    seed: int = config_option(
+        CreateConfig, "seed", "--seed", help="Seed of the participants' orders (default: random)."
+    ),
+    max_pixels: int = config_option(CreateConfig, "max_pixels", "--max-pixels", help=MAX_PIXELS_HELP),
 ) -> None:
     """Pair the methods' folders by relative path and write a study folder (method names hidden)."""
-    from realface.study import CreateConfig, create_study
+    from realface.study import create_study
 
     if meta is not None and not meta.is_dir():
         raise ConfigError(f"--meta {meta}: not a folder")
@@ -80,13 +89,13 @@ def create(
 @study_app.command("serve")
 def serve(
     folder: Path = typer.Argument(..., help="The study folder."),
-    host: str = typer.Option(
-        "127.0.0.1", "--host", help="Address to serve on (127.0.0.1: this machine only)."
+    host: str = config_option(
+        ServeConfig, "host", "--host", help="Address to serve on (127.0.0.1: this machine only)."
     ),
-    port: int = typer.Option(7861, "--port", help="Port to serve on."),
+    port: int = config_option(ServeConfig, "port", "--port", help="Port to serve on."),
 ) -> None:
     """Serve the participants' page; votes are appended to FOLDER/votes.jsonl."""
-    from realface.study.serve import ServeConfig, serve_study
+    from realface.study.serve import serve_study
 
     serve_study(folder, ServeConfig(host=host, port=port))
 

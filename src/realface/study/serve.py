@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from realface.errors import ConfigError, RealFaceError
+from realface.study.config import ServeConfig
 from realface.study.create import Item, Study
 from realface.study.votes import IDENTITY_ANSWERS, VoteLog, candidate_order, check_code
 from realface.ui.app import HostCheck, _check_port, _escape, _import_gradio, allowed_host_names
@@ -38,18 +38,6 @@ INSTRUCTION = (
     "participant code to start, or to continue where you left off."
 )
 CSS = ".study-error { color: #b91c1c; } #progress { min-height: 2.5em; }"
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """Where the study page is served: ``host`` (127.0.0.1: this machine only) and ``port``."""
-
-    host: str = "127.0.0.1"
-    port: int = 7861
-
-    def __post_init__(self) -> None:
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"--port must be in 1..65535, got {self.port}")
 
 
 class NoUploads:
