@@ -140,3 +140,16 @@ def test_cli_create_and_refusals(tmp_path):
     bad.mkdir()
     (bad / "study.json").write_text('{"format": "other"}')
     assert_refused(run_realface("study", "report", bad), "study.json", snapshot(bad))
+
+
+def test_serving_an_incomplete_study_is_refused(tmp_path):
+    folders = make_methods(tmp_path / "in", methods=METHODS[:2])
+    config = CreateConfig(
+        name="gone", methods=tuple(zip(METHODS[:2], folders, strict=True)), crop="full", seed=2
+    )
+    study = create_study(config, tmp_path / "s").study
+    item = study.items[1]
+    missing = study.candidate_path(item, next(iter(item.candidates)))
+    missing.unlink()
+    run = run_realface("study", "serve", tmp_path / "s", "--port", "1")
+    assert_refused(run, missing.name, snapshot(tmp_path / "s"))

@@ -255,19 +255,19 @@ def pair_folders(folders: Sequence[tuple[str, Path]]) -> tuple[dict[str, dict[st
 
 def _face_box_from_meta(
     meta_dir: Path, key: str, face_index: int
-) -> tuple[float, float, float, float] | None:
-    """The face box ``(left, top, right, bottom)`` recorded for ``key``, or None without a meta file."""
+) -> tuple[tuple[float, float, float, float], tuple[int, int]] | None:
+    """The area recorded for ``key``'s face (the bounding box of its alignment quad: what the aligned
+    crop shows) and the size of the image it refers to; None when there is no meta file."""
     from realface.face import FaceMeta
 
     for name in (f"{key}_face{face_index}.json", f"{key}.json"):
         path = meta_dir / name
         if path.is_file():
             meta = FaceMeta.load(path)
-            quad = np.array(meta.face.alignment.quad if meta.face.alignment else [], dtype=np.float64)
-            if quad.size:  # the alignment quad: the area the aligned crop shows (the face and some hair)
-                return (quad[:, 0].min(), quad[:, 1].min(), quad[:, 0].max(), quad[:, 1].max())
-            left, top, right, bottom = meta.face.box
-            return (left, top, right + 1, bottom + 1)
+            assert meta.face.alignment is not None  # FaceMeta holds aligned faces only
+            quad = np.array(meta.face.alignment.quad, dtype=np.float64)  # [4, 2] image pixels
+            box = (quad[:, 0].min(), quad[:, 1].min(), quad[:, 0].max(), quad[:, 1].max())
+            return box, meta.image_size
     return None
 
 
@@ -376,9 +376,11 @@ def _make_item(
     if config.crop == "face":
         first = "reference" if "reference" in images else methods[0]
         frame = (images[first].shape[1], images[first].shape[0])
-        box = _face_box_from_meta(config.meta, key, config.face_index) if config.meta else None
-        if box is None:
+        recorded = _face_box_from_meta(config.meta, key, config.face_index) if config.meta else None
+        if recorded is None:
             box = _detect_box(images[first], str(files[first]), config.face_index)
+        else:
+            box, frame = recorded
         square = _square(box, config.margin)
     folder.mkdir(parents=True)
     candidates: dict[str, str] = {}

@@ -178,6 +178,12 @@ def serve_study(root: str | os.PathLike, config: ServeConfig | None = None, bloc
 
     config = config or ServeConfig()
     study = Study.load(root)
+    for item in study.items:
+        for path in [study.candidate_path(item, c) for c in item.candidates] + (
+            [study.reference_path(item)] if item.reference else []
+        ):
+            if not path.is_file():
+                raise RealFaceError(f"{path}: missing; the study folder is incomplete (make it again)")
     _check_port(config.host, config.port)
     if config.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: the page is reachable from other machines", config.host)
