@@ -34,7 +34,18 @@ app = typer.Typer(
 
 # Modules that register commands on `app` (or add sub-apps). Each one is optional at import time
 # only in the sense that a missing module is a packaging bug, reported loudly.
-_COMMAND_MODULES = ("networks", "face", "weights", "apply", "train", "bench", "eval", "dataset", "ui")
+_COMMAND_MODULES = (
+    "networks",
+    "face",
+    "weights",
+    "apply",
+    "train",
+    "bench",
+    "eval",
+    "dataset",
+    "ui",
+    "study",
+)
 
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
