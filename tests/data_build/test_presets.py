@@ -271,3 +271,13 @@ def test_replicantface_is_taken_from_a_hand_downloaded_archive(tmp_path, fixture
     got = np.asarray(rec["faces"][0]["landmarks_68"])
     assert np.allclose(got, render_landmarks, atol=1e-2)
     assert archive.read_bytes()  # the user's archive is only read
+
+
+def test_an_output_that_is_not_a_build_is_refused_before_downloading(server, tmp_path, monkeypatch):
+    monkeypatch.delenv("REALFACE_OFFLINE")
+    preset = _preset(PRESETS["facesynthetics"], _served(server, "f", "dataset_100.zip", b"not fetched", None))
+    out = tmp_path / "mine.zip"
+    out.write_bytes(b"a file of the user's")
+    with pytest.raises(ConfigError, match="not a dataset made by"):
+        build_preset(preset, out, config=CONFIG, progress=False, show=lambda t: None)
+    assert server.requests == [] and out.read_bytes() == b"a file of the user's"

@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from realface.batch import folder_lock
-from realface.data.build import FILTERS, BuildConfig, BuildPaths, BuildSummary, build_dataset
+from realface.data.build import FILTERS, BuildConfig, BuildPaths, BuildSummary, _check_output, build_dataset
 from realface.data.fetch import FetchConfig, FetchError, fetch_url
 from realface.data.sources import SourceItem
 from realface.errors import ConfigError, RealFaceError
@@ -62,6 +62,8 @@ LANDMARK_FORMATS = ("facesynthetics-ldmks", "aflw2k3d-mat")
 """How a preset's landmark files are read: ``facesynthetics-ldmks`` (a text file of 70 ``x y`` rows,
 the 68 iBUG points then two pupils; the first 68 are used), ``aflw2k3d-mat`` (a MATLAB file whose
 ``pt3d_68`` array holds x, y, z rows of 68 points; x and y are used)."""
+MAX_MEMBER_BYTES = 256 << 20
+"""Largest archive member extracted (an image of a render set is a few MB; a larger one is skipped)."""
 PRESET_JSON = "preset.json"
 REPORT_JSON = "preset_report.json"
 
@@ -176,9 +178,11 @@ class DatasetPreset:
 
 
 _RUDA = (
-    "Microsoft Research Use of Data Agreement (R-UDA) v1.0. The data may be used for non-commercial "
-    "research only; no commercial use, no redistribution beyond what the agreement allows; the publisher's "
-    "notices and the citation must be kept. Read the full text before downloading: {url}"
+    "Research Use of Data Agreement v1.0 (R-UDA), in brief: the data may be used only for computational use "
+    "in non-commercial research; neither the data nor any Result may be used in a commercial offering, and "
+    "models trained on the data (a fine-tuned G_rendering among them) are Results; no money may be taken for "
+    "using or passing on the data; whoever passes it on must keep its attribution and bind the recipient to "
+    "the R-UDA; no warranty. This summary is not the agreement: read the full text before downloading: {url}"
 )
 
 PRESETS: dict[str, DatasetPreset] = {
@@ -214,8 +218,9 @@ PRESETS: dict[str, DatasetPreset] = {
             landmark_suffix=".mat",
             landmark_format="aflw2k3d-mat",
             source=(
-                "https://github.com/DaWelter/replicantface/blob/main/readme.md (100000 faces, 68 3d landmarks, "
-                "Google Drive link, Blender + Human Generator)",
+                "https://github.com/DaWelter/replicantface/blob/main/readme.md, version of 2025-11-01 (100000 "
+                "faces, 68 3d landmarks in AFLW2k-3D / 300W-LP format, Google Drive link, Blender + Human "
+                "Generator)",
                 "https://github.com/DaWelter/replicantface/blob/main/doc/dataset.md (640 x 640 jpg, .mat labels "
                 "with pt3d_68)",
                 "https://github.com/DaWelter/replicantface/blob/main/license.txt (MIT)",
@@ -225,6 +230,8 @@ PRESETS: dict[str, DatasetPreset] = {
                 "sha256: not published (None)",
                 "archive type and folder layout inside it: not published; a zip whose .jpg files have a .mat "
                 "file of the same name beside them is assumed, and the member names are checked before use",
+                "the page gives pt3d_68 as '3 x 64'; its name and the AFLW2k-3D format say 68 points: a file "
+                "without 68 points is not used and that face is detected instead",
                 "whether the MIT licence of the repository covers the rendered images: not stated",
                 "the link is a Google Drive page, not a file: download it by hand and pass --images-from",
             ),
@@ -235,13 +242,13 @@ PRESETS: dict[str, DatasetPreset] = {
             homepage="https://github.com/microsoft/FaceSynthetics",
             archives=(
                 PresetArchive(
-                    url="https://facesyntheticspubwedata.blob.core.windows.net/iccv-2021/dataset_100000.zip",
+                    url="https://facesyntheticspubwedata.z6.web.core.windows.net/iccv-2021/dataset_100000.zip",
                     file_name="dataset_100000.zip",
                     images=100_000,
                     size_text="32GB",
                 ),
             ),
-            license_name="Microsoft Research Use of Data Agreement v1.0",
+            license_name="Research Use of Data Agreement v1.0 (R-UDA)",
             license_url="https://github.com/microsoft/FaceSynthetics/blob/main/LICENSE.txt",
             license_text=_RUDA.format(
                 url="https://github.com/microsoft/FaceSynthetics/blob/main/LICENSE.txt"
@@ -257,15 +264,19 @@ PRESETS: dict[str, DatasetPreset] = {
             landmark_suffix="_ldmks.txt",
             landmark_format="facesynthetics-ldmks",
             source=(
-                "https://github.com/microsoft/FaceSynthetics/blob/main/README.md (100,000 images at 512 x 512, "
-                "archive URLs and sizes 34MB / 320MB / 32GB, layout, 70 landmarks in the iBUG 68 scheme plus "
-                "2 pupils, licence in LICENSE.txt)",
+                "https://github.com/microsoft/FaceSynthetics/blob/main/README.md, version of 2025-07-08 "
+                "(100,000 images at 512 x 512, non-commercial research, archive URLs and sizes 34MB / 320MB / "
+                "32GB, a single zip with the files at its root, 70 landmarks in the iBUG 68 scheme plus 2 pupil "
+                "centres)",
+                "https://github.com/microsoft/FaceSynthetics/blob/main/LICENSE.txt (Research Use of Data "
+                "Agreement v1.0; earlier versions of the repository had a Computational Use of Data Agreement "
+                "with the same non-commercial restriction)",
             ),
             unconfirmed=(
                 "exact archive size in bytes: only '32GB' is published (size None)",
                 "sha256: not published (None)",
-                "whether the files sit at the zip's root or in a folder: not published; both are accepted",
-                "the licence's exact wording: read LICENSE.txt (the README names it; this record sums it up)",
+                "the archive is also published in four parts (dataset_100000.zip.001-.004); the preset uses "
+                "the single zip",
             ),
         ),
         DatasetPreset(
@@ -274,7 +285,7 @@ PRESETS: dict[str, DatasetPreset] = {
             homepage="https://github.com/microsoft/DigiFace1M",
             archives=tuple(
                 PresetArchive(
-                    url=f"https://facesyntheticspubwedata.blob.core.windows.net/wacv-2023/{name}",
+                    url=f"https://facesyntheticspubwedata.z6.web.core.windows.net/wacv-2023/{name}",
                     file_name=name,
                     images=images,
                 )
@@ -289,7 +300,7 @@ PRESETS: dict[str, DatasetPreset] = {
                     ("subjects_166666-199998_5_imgs.zip", 33333 * 5),
                 )
             ),
-            license_name="Microsoft Research Use of Data Agreement v1.0",
+            license_name="Research Use of Data Agreement v1.0 (R-UDA)",
             license_url="https://github.com/microsoft/DigiFace1M/blob/main/LICENSE",
             license_text=_RUDA.format(url="https://github.com/microsoft/DigiFace1M/blob/main/LICENSE"),
             non_commercial=True,
@@ -300,9 +311,10 @@ PRESETS: dict[str, DatasetPreset] = {
             landmark_suffix=None,
             landmark_format=None,
             source=(
-                "https://github.com/microsoft/DigiFace1M/blob/main/README.md (720K images of 10K identities at "
-                "72 each, 500K of 100K identities at 5 each, the 8 archive URLs, layout subj_id/k.png, "
-                "non-commercial research, licence in LICENSE)",
+                "https://github.com/microsoft/DigiFace1M/blob/main/README.md, version of 2024-11-28 (720K "
+                "images of 10K identities at 72 each, 500K of 100K identities at 5 each, the 8 archive URLs, "
+                "layout subj_id/k.png, cropped colour images, non-commercial research)",
+                "https://github.com/microsoft/DigiFace1M/blob/main/LICENSE (Research Use of Data Agreement v1.0)",
             ),
             unconfirmed=(
                 "archive sizes: not published (None)",
@@ -404,9 +416,13 @@ def _members(
     for name in sorted(infos):
         if not pattern.match(name):
             continue
+        if infos[name].file_size > MAX_MEMBER_BYTES:
+            logger.warning("%s: %s is larger than %d bytes; skipped", zf.filename, name, MAX_MEMBER_BYTES)
+            continue
         lm = None
         if preset.landmark_suffix:
             lm = infos.get(str(PurePosixPath(name).with_suffix("")) + preset.landmark_suffix)
+            lm = lm if lm is not None and lm.file_size <= MAX_MEMBER_BYTES else None
         pairs.append((infos[name], lm))
     return pairs
 
@@ -602,6 +618,8 @@ def build_preset(
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1; got {limit}")
     folder = _preset_folder(output)
+    paths = BuildPaths.for_output(output, work)
+    _check_output(paths, overwrite)  # an output that is not ours is refused before any download
     flag = " [NON-COMMERCIAL: research use only]" if rec.non_commercial else ""
     say(f"{rec.title} is licensed under {rec.license_name}{flag}:\n{rec.license_text}")
     try:
@@ -619,7 +637,6 @@ def build_preset(
         items, extracted, with_lm = _extract_all(rec, archives, folder / "images", limit)
     if not extracted:
         raise ConfigError(f"--preset {rec.name}: no image matching the preset's layout in the archive(s)")
-    paths = BuildPaths.for_output(output, work)
     summary = build_dataset(
         output,
         images=folder / "images",
