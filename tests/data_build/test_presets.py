@@ -281,3 +281,29 @@ def test_an_output_that_is_not_a_build_is_refused_before_downloading(server, tmp
     with pytest.raises(ConfigError, match="not a dataset made by"):
         build_preset(preset, out, config=CONFIG, progress=False, show=lambda t: None)
     assert server.requests == [] and out.read_bytes() == b"a file of the user's"
+
+
+def test_an_unsafe_hand_downloaded_archive_is_refused_by_the_command(tmp_path, fixture_files):
+    from tests.robustness._cli import assert_refused, run_realface, snapshot
+
+    archive = tmp_path / "dataset_100000.zip"
+    archive.write_bytes(_zip({"000000.png": _png(fixture_files["render.jpg"]), "../../escape.png": b"x"}))
+    before = snapshot(archive)
+    run = run_realface("dataset", "build", "--preset", "facesynthetics", "--images-from", archive,
+                       "-o", tmp_path / "fs.zip", "--no-progress")  # fmt: skip
+    assert_refused(run, archive, inputs=before, outputs=[tmp_path / "fs.zip", tmp_path.parent / "escape.png"])
+    assert "contains '..'" in run.error_lines[0]
+    assert run.stderr.index("Research Use of Data Agreement") < run.stderr.index("error:")  # licence first
+
+
+def test_a_hand_downloaded_archive_with_another_hash_is_refused(tmp_path, fixture_files):
+    data = _zip({"000000.png": _png(fixture_files["render.jpg"])})
+    arc = PresetArchive(
+        url="https://example.org/dataset_100.zip", file_name="dataset_100.zip", sha256=_sha(data)
+    )
+    preset = _preset(PRESETS["facesynthetics"], arc)
+    archive = tmp_path / "dataset_100.zip"
+    archive.write_bytes(data + b"changed")
+    with pytest.raises(ConfigError, match="sha256 differs"):
+        build_preset(preset, tmp_path / "fs.zip", config=CONFIG, images_from=[archive], show=lambda t: None)
+    assert not (tmp_path / "fs.preset" / "images").exists()

@@ -49,6 +49,7 @@ __all__ = [
     "PresetArchive",
     "PresetReport",
     "build_preset",
+    "check_archive",
     "get_preset",
     "preset_plan",
 ]
