@@ -172,6 +172,10 @@ def test_facesynthetics_layout_builds_with_its_landmarks(server, tmp_path, monke
         assert sheet.height == 128 + 20
         band = np.asarray(sheet.convert("L"))[:20]
         assert band.max() > 200  # the caption's text
+    fetched = server.count("/f/dataset_100.zip")
+    again = build_preset(preset, tmp_path / "fs.zip", config=CONFIG, progress=False, show=lambda t: None)
+    assert server.count("/f/dataset_100.zip") == fetched == 1  # the archive is not fetched again
+    assert again.summary.items["skipped"] == 3 and again.summary.faces["kept"] == 1
 
 
 def test_interrupted_download_resumes(server, tmp_path, monkeypatch, fixture_files, render_landmarks):
