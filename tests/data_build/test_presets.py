@@ -311,3 +311,19 @@ def test_a_hand_downloaded_archive_with_another_hash_is_refused(tmp_path, fixtur
     with pytest.raises(ConfigError, match="sha256 differs"):
         build_preset(preset, tmp_path / "fs.zip", config=CONFIG, images_from=[archive], show=lambda t: None)
     assert not (tmp_path / "fs.preset" / "images").exists()
+
+
+def test_a_corrupt_member_is_one_clear_error(tmp_path, fixture_files):
+    data = bytearray(_zip({"000000.png": _png(fixture_files["render.jpg"])}))
+    data[100:140] = bytes(40)  # inside the member's stored bytes: its CRC no longer matches
+    archive = tmp_path / "dataset_100000.zip"
+    archive.write_bytes(bytes(data))
+    with pytest.raises(ArchiveError, match="member '000000.png' cannot be read"):
+        build_preset(
+            "facesynthetics", tmp_path / "fs.zip", config=CONFIG, images_from=[archive], show=lambda t: None
+        )
+    assert not [
+        p
+        for p in (tmp_path / "fs.preset").rglob("*")
+        if p.is_file() and p.name not in ("preset.json", ".batch.lock")
+    ]

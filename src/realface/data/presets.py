@@ -27,6 +27,7 @@ import os
 import re
 import stat
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -403,9 +404,12 @@ def _extract(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path) -> None:
     from realface.utils.fs import atomic_path
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(dest) as tmp, zf.open(info) as src, open(tmp, "wb") as out:
-        while chunk := src.read(1 << 20):
-            out.write(chunk)
+    try:
+        with atomic_path(dest) as tmp, zf.open(info) as src, open(tmp, "wb") as out:
+            while chunk := src.read(1 << 20):
+                out.write(chunk)
+    except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as exc:
+        raise ArchiveError(f"{zf.filename}: member {info.filename!r} cannot be read ({exc})") from None
 
 
 def _members(
