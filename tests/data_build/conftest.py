@@ -5,6 +5,7 @@ Routes (all GET):
     /slow/<name>    the same file, but only after ``SLOW_SECONDS`` (longer than the tests' timeout)
     /cut/<name>     announces the file's full length, sends a third of it, closes the connection
     /flaky/<name>   HTTP 503 on the first request, the file afterwards
+    /cutonce/<name> the first request is answered like /cut/, later ones like /f/ (Range honoured)
     anything else   HTTP 404
 
 ``server.requests`` logs ``(path, range header)`` of every request; ``server.files`` maps names to
@@ -72,6 +73,10 @@ def _handler(served: Served, lock: threading.Lock) -> type[BaseHTTPRequestHandle
             parts = self.path.strip("/").split("/", 1)
             route, name = (parts[0], parts[1]) if len(parts) == 2 else ("", "")
             data = served.files.get(name)
+            if route == "cutonce":
+                with lock:
+                    route = "f" if name in served.flaky_seen else "cut"
+                    served.flaky_seen.add(name)
             if data is None or route not in ("f", "slow", "cut", "flaky"):
                 self._send(404, b"not found")
                 return

@@ -1,7 +1,8 @@
-"""`realface dataset build` and `realface dataset export-urls` (registered on import)."""
+"""`realface dataset build`, `realface dataset presets` and `realface dataset export-urls` (registered on import)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -34,6 +35,16 @@ def build_command(
     out: Path = typer.Option(..., "--out", "-o", help="The dataset: a folder, or a file ending in .zip."),
     urls: Path | None = typer.Option(None, "--urls", help="URL list: .json, .csv or plain text."),
     images: Path | None = typer.Option(None, "--images", help="Folder of images (searched recursively)."),
+    preset: str | None = typer.Option(
+        None, "--preset", help="A public set of rendered faces (see `realface dataset presets`)."
+    ),
+    limit: int | None = typer.Option(None, "--limit", help="With --preset: use only the first N images."),
+    images_from: list[Path] = typer.Option(
+        [], "--images-from", help="With --preset: an archive downloaded by hand (repeatable)."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="With --preset: print the plan (archives, licence, settings) and exit."
+    ),
     size: int = _build_option("size", "--size", "Aligned crop size: 256, 512 or 1024."),
     workers: int = config_option(FetchConfig, "workers", "--workers", help="Parallel downloads."),
     rate: float = config_option(
@@ -70,8 +81,10 @@ def build_command(
     """Fetch, detect, FFHQ-align and filter faces into a StyleGAN2-ADA dataset (resumable)."""
     from realface.data import build_dataset, read_url_list
 
-    if (urls is None) == (images is None):
-        raise ConfigError("give exactly one of --urls FILE or --images DIR")
+    if sum(x is not None for x in (urls, images, preset)) != 1:
+        raise ConfigError("give exactly one of --urls FILE, --images DIR or --preset NAME")
+    if preset is None and (limit is not None or images_from or dry_run):
+        raise ConfigError("--limit, --images-from and --dry-run go with --preset NAME")
     fetch = make_config(FetchConfig, workers=workers, rate_per_host=rate, timeout=timeout, retries=retries)
     limits = {"min_face_size": min_face_size, "max_yaw": max_yaw, "max_pitch": max_pitch}
     config = make_config(
@@ -85,6 +98,9 @@ def build_command(
         fetch=fetch,
         **limits,
     )
+    if preset is not None:
+        _build_preset(preset, out, config, limit, images_from, work, progress, overwrite, dry_run)
+        return
     items = read_url_list(urls) if urls is not None else None
     summary = build_dataset(
         out, urls=items, images=images, config=config, work=work, progress=progress, overwrite=overwrite
@@ -94,6 +110,65 @@ def build_command(
         sys.exit(130)
     if summary.images == 0:
         raise ConfigError(f"no face was kept; see why in {Path(summary.work) / 'manifest.jsonl'}")
+
+
+def _build_preset(
+    name: str,
+    out: Path,
+    config: BuildConfig,
+    limit: int | None,
+    images_from: list[Path],
+    work: Path | None,
+    progress: bool,
+    overwrite: bool,
+    dry_run: bool,
+) -> None:
+    from realface.data.presets import build_preset, get_preset, preset_plan
+
+    record = get_preset(name)
+    if dry_run:
+        typer.echo(
+            json.dumps(
+                preset_plan(record, out, config=config, limit=limit, images_from=images_from), indent=2
+            )
+        )
+        return
+    report = build_preset(
+        record,
+        out,
+        config=config,
+        limit=limit,
+        images_from=images_from,
+        work=work,
+        progress=progress,
+        overwrite=overwrite,
+        show=lambda text: typer.echo(text, err=True),
+    )
+    typer.echo(report.format())
+    if report.summary.interrupted:
+        sys.exit(130)
+    if report.summary.images == 0:
+        raise ConfigError(f"no face was kept; see why in {Path(report.summary.work) / 'manifest.jsonl'}")
+
+
+@dataset_app.command("presets")
+def presets_command(
+    as_json: bool = typer.Option(False, "--json", help="Print the full records as JSON."),
+) -> None:
+    """List the public sets of rendered faces that `dataset build --preset` knows."""
+    from realface.data.presets import PRESETS
+
+    if as_json:
+        typer.echo(json.dumps([p.to_dict() for p in PRESETS.values()], indent=2))
+        return
+    for p in PRESETS.values():
+        flag = "  [NON-COMMERCIAL]" if p.non_commercial else ""
+        count = sum(a.images or 0 for a in p.archives)
+        typer.echo(f"{p.name:15s} {p.title}: {count:,} images, {p.license_name}{flag}")
+        typer.echo(f"{'':15s} faces from {p.faces_from}; {p.homepage}")
+        manual = [a.url for a in p.archives if a.manual]
+        if manual:
+            typer.echo(f"{'':15s} download by hand, then --images-from FILE: {manual[0]}")
 
 
 @dataset_app.command("export-urls")

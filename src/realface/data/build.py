@@ -72,7 +72,7 @@ import re
 import time
 import uuid
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -124,6 +124,7 @@ CONFIG_NAME = "build_config.json"
 DATASET_JSON = "dataset.json"
 _IMAGE_NAME_RE = re.compile(r"^(\d{5})/img(\d{8})\.png$")
 _THUMB = 128  # contact sheet thumbnail side
+_CAPTION_BAND = 20  # height of the contact sheet's caption band (preset builds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,14 +309,20 @@ def _url_inputs(items: Sequence[SourceItem]) -> list[_Input]:
     return [_Input(i.url, "url", i.url, i.sha256 or "", i) for i in items]
 
 
-def _file_inputs(folder: Path, exclude: Sequence[Path]) -> list[_Input]:
+def _file_inputs(
+    folder: Path, exclude: Sequence[Path], file_items: Mapping[str, SourceItem] | None = None
+) -> list[_Input]:
     if not folder.is_dir():
         raise ConfigError(f"--images {folder}: not a folder")
     files = collect_inputs([folder], recursive=True, exclude=exclude)
     out = []
     for f in files:
+        key = item_key(f, [folder])
+        if file_items is not None and key not in file_items:
+            continue
         st = f.stat()
-        out.append(_Input(item_key(f, [folder]), "file", str(f), f"{st.st_size}:{st.st_mtime_ns}"))
+        item = file_items.get(key) if file_items is not None else None
+        out.append(_Input(key, "file", str(f), f"{st.st_size}:{st.st_mtime_ns}", item))
     if not out:
         raise ConfigError(f"--images {folder}: no image files found ({image_suffixes_text()})")
     return out
@@ -696,17 +703,26 @@ def _write_zip(paths: BuildPaths, names: list[str], build_id: str) -> None:
             zf.write(paths.images / name, name)
 
 
-def _write_contact_sheet(paths: BuildPaths, names: list[str], count: int) -> None:
+def _write_contact_sheet(paths: BuildPaths, names: list[str], count: int, caption: str | None = None) -> None:
+    """Up to ``count`` kept faces, evenly spaced; ``caption`` (a preset's share of faces kept) is written
+    in a band above them."""
     if not names or count <= 0:
         return
     picks = sorted({int(round(x)) for x in np.linspace(0, len(names) - 1, min(count, len(names)))})
     cols = math.ceil(math.sqrt(len(picks)))
     rows = math.ceil(len(picks) / cols)
-    sheet = Image.new("RGB", (cols * _THUMB, rows * _THUMB), (32, 32, 32))
+    band = _CAPTION_BAND if caption else 0
+    sheet = Image.new(
+        "RGB", (max(cols * _THUMB, 6 * len(caption or "") + 8), rows * _THUMB + band), (32, 32, 32)
+    )
+    if caption:
+        from PIL import ImageDraw
+
+        ImageDraw.Draw(sheet).text((4, 4), caption, fill=(235, 235, 235))
     for n, idx in enumerate(picks):
         with Image.open(paths.images / names[idx]) as im:
             thumb = im.convert("RGB").resize((_THUMB, _THUMB), Image.Resampling.LANCZOS)
-        sheet.paste(thumb, ((n % cols) * _THUMB, (n // cols) * _THUMB))
+        sheet.paste(thumb, ((n % cols) * _THUMB, band + (n // cols) * _THUMB))
     with atomic_path(paths.contact_sheet) as tmp:
         sheet.save(tmp, format="PNG")
 
@@ -744,6 +760,8 @@ def build_dataset(
     progress: bool = True,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     overwrite: bool = False,
+    file_items: Mapping[str, SourceItem] | None = None,
+    caption: Callable[[BuildSummary], str] | None = None,
 ) -> BuildSummary:
     """Build (or continue building) an aligned training set; see the module docstring.
 
@@ -757,6 +775,11 @@ def build_dataset(
         on_record: called with each manifest record after it is written (progress reporting).
         overwrite: replace an existing ``.zip`` output even when it is not this build's dataset (by
             default a zip is only replaced when its ``dataset.json`` carries this build folder's id).
+        file_items: with ``images``, a preset source (:mod:`realface.data.presets`): only the files
+            whose key (path below ``images``) is listed are built, and each takes its licence, source
+            and published landmarks from its :class:`~realface.data.sources.SourceItem`.
+        caption: called with the summary; its text heads the contact sheet (a preset's share of
+            faces kept).
 
     Returns:
         The :class:`BuildSummary`, also written to ``<work>/summary.json``.
@@ -772,7 +795,7 @@ def build_dataset(
     paths = BuildPaths.for_output(output, work)
     _check_output(paths, overwrite)
     if images is not None:
-        inputs = _file_inputs(Path(os.path.abspath(images)), exclude=[paths.output, paths.work])
+        inputs = _file_inputs(Path(os.path.abspath(images)), [paths.output, paths.work], file_items)
     else:
         inputs = _url_inputs(urls or [])
     start = time.monotonic()
@@ -786,22 +809,24 @@ def build_dataset(
         job = _Job(config, plan.state, paths, config_hash)
         done_now, interrupted = _run_items(job, plan, manifest, progress, on_record)
         names = sorted(o for rec in plan.latest.values() for o in _outputs(rec))
-        if interrupted:  # images of the item cut short have no manifest line: remove them now
-            _remove_orphans(paths.images, set(names))
-        else:
-            if paths.is_zip:
-                _write_zip(paths, names, build_id)
-            _write_contact_sheet(paths, names, config.sample_size)
         items, faces = _summarise(plan.latest, len(inputs), done_now, plan.skipped, len(plan.todo) - done_now)
         summary = BuildSummary(
             images=len(names),
             items=items,
             faces=faces,
             interrupted=interrupted,
-            seconds=round(time.monotonic() - start, 3),
+            seconds=0.0,
             output=str(paths.output),
             work=str(paths.work),
         )
+        if interrupted:  # images of the item cut short have no manifest line: remove them now
+            _remove_orphans(paths.images, set(names))
+        else:
+            if paths.is_zip:
+                _write_zip(paths, names, build_id)
+            text = caption(summary) if caption is not None else None
+            _write_contact_sheet(paths, names, config.sample_size, text)
+        summary = dataclasses.replace(summary, seconds=round(time.monotonic() - start, 3))
         atomic_write_text(paths.summary, json.dumps(summary.to_dict(), indent=2) + "\n")
     return summary
 
