@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from realface.errors import CheckpointError
-from realface.utils.state import state_dict_mismatch
+from realface.utils.weightfile import state_dict_mismatch
 
 __all__ = [
     "INPUT_SIZE",
