@@ -63,7 +63,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Detector = Literal["blazeface", "hog", "cnn"]
+Detector = Literal["blazeface", "hog", "cnn", "given"]
+"""Where a face came from: a registered detector, or ``"given"`` (read from a faces file by
+:mod:`realface.face.given`, not detected)."""
 
 MIN_DETECT_SIDE = 16
 """The shortest image side (pixels) handed to a dlib detector. dlib's CNN detector fails on images
@@ -196,7 +198,7 @@ class Face:
     Attributes:
         box: ``(left, top, right, bottom)`` in image pixels, corners inclusive (dlib rectangle).
         score: detector score (BlazeFace: probability; HOG: SVM margin; CNN: MMOD confidence).
-        detector: ``"blazeface"``, ``"hog"`` or ``"cnn"``.
+        detector: ``"blazeface"``, ``"hog"``, ``"cnn"``, or ``"given"`` (from a faces file).
         landmarks: 68 ``(x, y)`` points in image pixels (dlib 68-point layout).
         alignment: the FFHQ alignment, or ``None`` before alignment.
     """
@@ -568,7 +570,8 @@ def _run_blazeface(rgb: np.ndarray, config: DetectConfig, source: str) -> list[D
                 threshold,
             )
             continue
-        if score < config.sure_score and not dlib_confirms(rgb, det, source=source):
+        small = min(det.width, det.height) < config.min_face_size  # dropped by detect_faces anyway
+        if score < config.sure_score and not small and not dlib_confirms(rgb, det, source=source):
             logger.info(
                 "%s: a face candidate at box %s scored %.3f (under %.2f) and neither dlib detector "
                 "confirms it on its crop: not kept",
