@@ -331,7 +331,7 @@ class RealFace:
         from realface.utils.device import resolve_device
         from realface.weights import apply_weight_ids, require_weights
 
-        ids = apply_weight_ids(real, lpips_vgg, config.mask.kind)
+        ids = apply_weight_ids(real, lpips_vgg, config.mask.kind, config.detect.detector)
         ids = [i for i in ids if i not in ("tv-vgg16", "lpips-vgg-v0.1")] if lpips is not None else ids
         if rendering is not None:
             from realface.weights import REGISTRY

@@ -208,7 +208,9 @@ def apply(
     plan_catalogue(inputs, outdir, cfg, suffix)  # bad inputs or colliding outputs stop before any model loads
     from realface.weights import apply_weight_ids, require_weights
 
-    require_weights(apply_weight_ids(real, lpips_vgg, mask), progress=progress)  # all missing ones at once
+    require_weights(
+        apply_weight_ids(real, lpips_vgg, mask, detector), progress=progress
+    )  # all missing ones at once
     dev = resolve_device(device)
     # Load everything before the first image, so missing weights stop the run at once.
     from realface.checkpoints import load_generator

@@ -655,7 +655,7 @@ register_detector(
         "blazeface",
         _run_blazeface,
         BLAZEFACE_THRESHOLD,
-        ("blazeface-full-range", "dlib-lm68"),
+        ("blazeface-full-range", "dlib-lm68", "dlib-mmod"),  # dlib's CNN: the second stage
         "MediaPipe BlazeFace full-range on tiles (default; turned heads, large canvases)",
     )
 )
