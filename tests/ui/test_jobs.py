@@ -98,7 +98,10 @@ def test_detection_settings_map_to_the_detect_config():
     s = Settings.from_page(detector="hog", threshold=None, min_face_size=30.0)
     cfg = s.apply_config(1, 1, False).detect
     assert (cfg.detector, cfg.threshold, cfg.min_face_size) == ("hog", None, 30)
-    assert Settings.from_page(threshold=0.9).detect_config().score_threshold == 0.9
+    assert Settings.from_page(threshold=" 0.9 ").detect_config().score_threshold == 0.9
+    assert Settings.from_page(threshold="").threshold is None
+    with pytest.raises(ConfigError, match="'threshold' must be a number or empty, got 'high'"):
+        Settings.from_page(threshold="high")
     with pytest.raises(ConfigError, match="detection: unknown detector 'mtcnn'"):
         Settings(detector="mtcnn")
     with pytest.raises(ConfigError, match="whole number"):

@@ -246,9 +246,10 @@ def _settings_column(gr: Any, store: ModelStore) -> list[Any]:
         info="blazeface: turned heads and large canvases; hog / cnn: dlib's detectors",
         elem_id="detector",
     )
-    threshold = gr.Number(
-        value=defaults.threshold,
+    threshold = gr.Textbox(  # a text box: an empty gr.Number reads as 0, a real threshold
+        value="" if defaults.threshold is None else str(defaults.threshold),
         label="Detection threshold",
+        placeholder="detector's default",
         info="Least score a face needs; empty: the detector's own (0.65 for blazeface, 0 for hog/cnn)",
         elem_id="threshold",
     )

@@ -78,6 +78,17 @@ class UIConfig:
         return Path(os.path.abspath(self.batch_root if self.batch_root is not None else os.getcwd()))
 
 
+def _threshold(value: Any) -> float | None:
+    """The page's threshold box: empty (or None) means the detector's default, else a number."""
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"setting 'threshold' must be a number or empty, got {text!r}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """The page's settings for one run (the same meaning as the ``realface apply`` options)."""
@@ -113,13 +124,13 @@ class Settings:
 
     @classmethod
     def from_page(cls, **values: Any) -> Settings:
-        """Settings from the page's widgets: numbers arrive as floats (or None when a box is empty; an
-        empty threshold means the detector's default)."""
+        """Settings from the page's widgets: numbers arrive as floats (or None when a box is empty); the
+        threshold arrives as text, empty for the detector's default."""
         ints = ("steps", "coarse_resolution", "fine_steps", "seed", "min_face_size")
         clean: dict[str, Any] = {}
         for key, value in values.items():
-            if value is None and key == "threshold":
-                clean[key] = None
+            if key == "threshold":  # a text box; empty: the detector's default
+                clean[key] = _threshold(value)
                 continue
             if value is None:
                 raise ConfigError(f"setting {key.replace('_', ' ')!r} is empty")
