@@ -40,6 +40,8 @@ SOURCES: dict[str, dict[str, tuple[type, str]]] = {
     "apply": {
         **_INVERT,
         "face_index": (ApplyConfig, "face_index"),
+        "detector": (DetectConfig, "detector"),
+        "min_face_size": (DetectConfig, "min_face_size"),
         "max_pixels": (ApplyConfig, "max_pixels"),
         "mask": (MaskConfig, "kind"),
         "color_correct": (BlendConfig, "color_correct"),
@@ -52,6 +54,7 @@ SOURCES: dict[str, dict[str, tuple[type, str]]] = {
     "invert": dict(_INVERT),
     "align": {
         "size": (AlignConfig, "output_size"),
+        "detector": (DetectConfig, "detector"),
         "min_face_size": (DetectConfig, "min_face_size"),
         "upsample": (DetectConfig, "upsample"),
         "cnn": (DetectConfig, "cnn_fallback"),

@@ -108,7 +108,9 @@ class ApplyConfig:
     G_real's ``w_avg`` (fewer layers trade identity for realism). None: all layers (the paper).
     batch_size: faces optimised together in one inversion batch. baseline_loss: the identity losses
     of the baseline mode (weights and settings; the paper's by default, see
-    :class:`realface.losses.IdentityLossConfig`).
+    :class:`realface.losses.IdentityLossConfig`). faces: a FACES.json file or a folder of them
+    (:mod:`realface.face.given`): exactly the faces given there are processed and ``detect`` is not
+    used; ``face_index`` then picks among them. None (default): faces are detected.
     """
 
     invert: InvertConfig = field(default_factory=InvertConfig)
@@ -121,6 +123,7 @@ class ApplyConfig:
     batch_size: int = 4
     max_pixels: int = DEFAULT_MAX_PIXELS
     baseline_loss: IdentityLossConfig = field(default_factory=IdentityLossConfig)
+    faces: str | None = None
 
     def __post_init__(self) -> None:
         from realface.options import check_finite
@@ -328,7 +331,7 @@ class RealFace:
         from realface.utils.device import resolve_device
         from realface.weights import apply_weight_ids, require_weights
 
-        ids = apply_weight_ids(real, lpips_vgg, config.mask.kind)
+        ids = apply_weight_ids(real, lpips_vgg, config.mask.kind, config.detect.detector)
         ids = [i for i in ids if i not in ("tv-vgg16", "lpips-vgg-v0.1")] if lpips is not None else ids
         if rendering is not None:
             from realface.weights import REGISTRY
@@ -360,13 +363,21 @@ class RealFace:
     # ---------------------------------------------------------------------------------------------
 
     def find_faces(self, image: LoadedImage, select: Sequence[int] | None = None) -> list[Face]:
-        """The image's faces, largest first, restricted to ``select`` (indices into that order) when
-        given, else to ``config.face_index`` when set.
+        """The image's faces, largest first (or, with ``config.faces``, the faces given for it in file
+        order), restricted to ``select`` (indices into that order) when given, else to
+        ``config.face_index`` when set.
 
         Raises:
-            FaceError: no face found, or a requested index is absent.
+            FaceError: no face found, a requested index is absent, or the faces file is missing, bad
+                or made for another image.
         """
-        faces = find_faces(image.rgb8(), self.config.detect, source=str(image.path))
+        if self.config.faces is not None:
+            from realface.face.given import load_given_faces
+
+            path = Path(image.path)
+            faces = load_given_faces(Path(self.config.faces), path, image.size, image.rgb8())
+        else:
+            faces = find_faces(image.rgb8(), self.config.detect, source=str(image.path))
         if select is None and self.config.face_index is not None:
             select = [self.config.face_index]
         if select is not None:

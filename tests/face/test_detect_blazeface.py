@@ -18,6 +18,7 @@ from realface.errors import FaceError
 from realface.face import detect
 from realface.face.align import ffhq_quad
 from realface.face.detect import (
+    BLAZEFACE_SURE,
     BLAZEFACE_THRESHOLD,
     DETECTORS,
     DetectConfig,
@@ -79,6 +80,42 @@ def test_every_face_found_and_nothing_else(name):
             FaceError, match=rf"^{name}\.png: no face of at least 48 px found \(tried the BlazeFace"
         ):
             find_faces(canvas, source=f"{name}.png")
+
+
+def _smiley_canvas() -> np.ndarray:
+    badge = load_image(data_file("images", "smiley_badge.png")).rgb8()  # [300, 300, 3]
+    canvas = np.full((600, 600, 3), 100, np.uint8)
+    canvas[:300, :300] = badge
+    return canvas
+
+
+def test_smiley_print_refused_by_the_second_stage(caplog):
+    canvas = _smiley_canvas()
+    (smiley,) = detect_faces(canvas, DetectConfig(sure_score=0.0))  # BlazeFace alone takes it for a face
+    assert BLAZEFACE_THRESHOLD <= smiley.score < BLAZEFACE_SURE
+    assert not detect.dlib_confirms(canvas, smiley)
+    with caplog.at_level(logging.INFO, logger="realface.face.detect"):
+        assert detect_faces(canvas, source="print.png") == []
+    assert any(
+        r.getMessage().startswith(f"print.png: a face candidate at box {list(smiley.box)} scored")
+        and "neither dlib detector confirms it" in r.getMessage()
+        for r in caplog.records
+    )
+    with pytest.raises(FaceError, match=r"^print\.png: no face"):
+        find_faces(canvas, source="print.png")
+
+
+@pytest.mark.parametrize("effect", ["dark", "sidelit"])
+def test_darkened_and_side_lit_faces_pass_the_second_stage(effect):
+    """The rendered avatar darkened to 35 % or side-lit scores under the sure score, so dlib must
+    confirm it; it does, and the face is kept with its landmarks."""
+    rgb, alpha, box = B.face_patch(B.Placed("avatar", 150, effect))
+    canvas = np.full((*alpha.shape, 3), 100, np.uint8)
+    B.paste(canvas, rgb, alpha, 0, 0)
+    (face,) = find_faces(canvas, source=f"{effect}.png")
+    assert BLAZEFACE_THRESHOLD <= face.score < BLAZEFACE_SURE
+    assert B.score([face.box], [box]) == (1, 0, 0)
+    assert [d.box for d in detect_faces(canvas, DetectConfig(sure_score=0.0))] == [face.box]
 
 
 def test_image_without_faces():
@@ -180,6 +217,9 @@ def test_detector_registry_and_config():
         DetectConfig(tile_size=500)
     with pytest.raises(ValueError, match="finite"):
         DetectConfig(threshold=float("nan"))
+    assert DetectConfig().sure_score == BLAZEFACE_SURE == 0.8
+    with pytest.raises(ValueError, match="invalid DetectConfig"):
+        DetectConfig(sure_score=1.5)
     for spec in DETECTORS.values():
         for weight_id in spec.weights:
             get_record(weight_id)

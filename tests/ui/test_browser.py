@@ -237,6 +237,29 @@ def test_upload_run_see_and_download_the_result(page, tmp_path):
     assert ws.ndim == 3 and ws.shape[0] == 1 and noise
 
 
+def test_detection_settings_redetect_and_each_face_shows_its_score(page):
+    _upload(page, data_file("images", "replicant_face_00000.jpg"))
+    status = _wait_text(page, "#status", "face(s) found")
+    assert "1 face(s) found in 1 of 1 image(s)" in status
+    label = page.inner_text("#faces")
+    assert "face 0 (" in label and "px, score 0." in label  # BlazeFace's probability
+    # A threshold no face reaches: detection runs again with it, and the page says why nothing is found.
+    page.fill("#threshold textarea", "0.999")
+    page.press("#threshold textarea", "Enter")
+    status = _wait_text(page, "#status", "threshold 0.999")
+    assert "no face" in status and "0 face(s) found" in status
+    assert page.locator("#faces input[type=checkbox]").count() == 0
+    # dlib's HOG detector with its own default threshold: the face again, with HOG's margin as score.
+    page.fill("#threshold textarea", "")
+    page.press("#threshold textarea", "Enter")
+    page.locator("#detector").get_by_label("hog", exact=True).check()
+    status = _wait_text(page, "#status", "1 face(s) found", unlike=status)
+    _wait_text(
+        page, "#faces", "score 1."
+    )  # the HOG margin of this face is above 1 (0.7 to 0.9 for BlazeFace)
+    assert page.locator("#faces input[type=checkbox]:checked").count() == 1
+
+
 def test_bad_uploads_show_readable_messages(page, tmp_path):
     page.click("#run")
     assert "upload an image first" in _wait_text(page, "#status", "Error")

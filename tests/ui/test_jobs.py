@@ -17,6 +17,8 @@ from PIL import Image
 
 from realface.batch import MANIFEST_NAME
 from realface.errors import Cancelled, ConfigError, WeightsError
+from realface.face import DetectConfig, find_faces
+from realface.imageio import load_image
 from realface.ui.jobs import (
     Job,
     JobRegistry,
@@ -89,6 +91,21 @@ def test_settings_from_page_validates_and_maps_to_apply_config():
     assert Settings(transfer_layers="0-2, 5").apply_config(1, 1, False).transfer_layers == (0, 1, 2, 5)
     with pytest.raises(ConfigError, match="transfer layers 'eyes'"):
         Settings(transfer_layers="eyes").apply_config(1, 1, False)
+
+
+def test_detection_settings_map_to_the_detect_config():
+    assert Settings().detect_config() == DetectConfig()  # the page's defaults are the library's
+    s = Settings.from_page(detector="hog", threshold=None, min_face_size=30.0)
+    cfg = s.apply_config(1, 1, False).detect
+    assert (cfg.detector, cfg.threshold, cfg.min_face_size) == ("hog", None, 30)
+    assert Settings.from_page(threshold=" 0.9 ").detect_config().score_threshold == 0.9
+    assert Settings.from_page(threshold="").threshold is None
+    with pytest.raises(ConfigError, match="'threshold' must be a number or empty, got 'high'"):
+        Settings.from_page(threshold="high")
+    with pytest.raises(ConfigError, match="detection: unknown detector 'mtcnn'"):
+        Settings(detector="mtcnn")
+    with pytest.raises(ConfigError, match="whole number"):
+        Settings.from_page(min_face_size=20.5)
 
 
 def test_batch_folders_must_stay_below_the_root(tmp_path):
@@ -184,6 +201,12 @@ def test_detect_preview_draws_faces_and_reports_bad_files(env, tmp_path):
         "broken.jpg" in out[1].error and "not an image" in out[1].error and str(tmp_path) not in out[1].error
     )
     assert "no face" in out[2].error
+    (face,) = find_faces(load_image(data_file("images", "replicant_face_00000.jpg")).rgb8())
+    assert out[0].labels[0].endswith(f"px, score {face.score:.2f})")  # the detector's score shown
+    strict = detect_preview(
+        [data_file("images", "replicant_face_00000.jpg")], ws, config, DetectConfig(threshold=0.999)
+    )
+    assert strict[0].labels == () and "threshold 0.999" in strict[0].error  # the page's detection settings
     with pytest.raises(ConfigError, match="at most 16"):
         detect_preview([broken] * 17, ws, config)
 

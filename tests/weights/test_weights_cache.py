@@ -443,13 +443,20 @@ def test_read_only_cache_is_still_readable(tmp_path, home, monkeypatch):
 def test_require_weights_lists_every_missing_file_in_one_message(home):
     from realface.weights import apply_weight_ids, require_weights
 
-    ids = apply_weight_ids("sg2ada-ffhq1024", None, "parsing")
+    ids = apply_weight_ids("sg2ada-ffhq1024", None, "parsing", "hog")
     assert ids == ["sg2ada-ffhq1024", "tv-vgg16", "lpips-vgg-v0.1", "dlib-lm68", "dlib-mmod", "bisenet-79999"]
-    assert apply_weight_ids("G.safetensors", "vgg.pth", "auto") == [
+    assert apply_weight_ids("G.safetensors", "vgg.pth", "auto", "hog") == [
         "lpips-vgg-v0.1",
         "dlib-lm68",
         "dlib-mmod",
     ]
+    assert apply_weight_ids("G.safetensors", "vgg.pth", "auto") == [  # BlazeFace, the default detector
+        "lpips-vgg-v0.1",
+        "blazeface-full-range",
+        "dlib-lm68",
+        "dlib-mmod",
+    ]
+    assert apply_weight_ids(detector="cnn")[-2:] == ["dlib-lm68", "dlib-mmod"]
     with pytest.raises(MissingWeightsError) as info:
         require_weights([*ids, "dfe-sketch"], progress=False)
     message = str(info.value)
@@ -458,6 +465,9 @@ def test_require_weights_lists_every_missing_file_in_one_message(home):
         assert f"`realface weights fetch {wid}`" in message
     assert "`realface weights import dfe-sketch PATH`" in message
     assert "lpips-vgg-v0.1" not in message and "dlib-lm68" not in message  # present (package files)
+    with pytest.raises(MissingWeightsError) as info:
+        require_weights([*apply_weight_ids("sg2ada-ffhq1024"), "dfe-sketch"], progress=False)
+    assert "blazeface-full-range" not in str(info.value)  # shipped inside realface: always present
 
 
 def test_require_weights_downloads_what_it_can_and_returns_verified_paths(

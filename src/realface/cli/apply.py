@@ -33,6 +33,7 @@ from realface.cli.common import (
     make_config,
     mask_config,
 )
+from realface.face.detect import DetectConfig
 from realface.pipeline import ApplyConfig, SaveOptions
 
 if TYPE_CHECKING:
@@ -66,6 +67,17 @@ def _output_suffix(out_format: str | None) -> str | None:
             f"--format: {out_format!r} is not an output format; choose one of {', '.join(OUTPUT_FORMATS)}"
         )
     return "." + name
+
+
+def _faces_source(faces: Path | None) -> str | None:
+    """``--faces`` as the config's string, refused at once when it is neither a file nor a folder."""
+    from realface.errors import ConfigError
+
+    if faces is None:
+        return None
+    if not (faces.is_file() or faces.is_dir()):
+        raise ConfigError(f"--faces: {faces}: no such faces file or folder")
+    return str(faces)
 
 
 def _step_bar(enabled: bool, desc: str) -> tuple[StepCallback | None, Callable[[], None]]:
@@ -109,6 +121,34 @@ def apply(
     seed: int = SEED_OPT,
     face_index: int = config_option(
         ApplyConfig, "face_index", "--face-index", help="Only this face of each image (0 = largest)."
+    ),
+    detector: str = config_option(
+        DetectConfig,
+        "detector",
+        "--detector",
+        help="Face detector: blazeface (default), hog (dlib, CNN fallback) or cnn.",
+    ),
+    threshold: float | None = config_option(
+        DetectConfig,
+        "threshold",
+        "--threshold",
+        help="Least detector score a face needs (default: the detector's own, 0.65 for blazeface, 0 for "
+        "hog/cnn); weaker candidates are logged with their score.",
+    ),
+    min_face_size: int = config_option(
+        DetectConfig,
+        "min_face_size",
+        "--min-face-size",
+        "--min-face",
+        help="Ignore faces smaller than this (px).",
+    ),
+    faces: Path | None = config_option(
+        ApplyConfig,
+        "faces",
+        "--faces",
+        help="FACES.json (as `realface align` writes, or boxes/landmarks in the realface.faces/1 format) or a "
+        "folder of them (STEM_faceI.json or STEM.faces.json per image): process exactly these faces, no "
+        "detection.",
     ),
     transfer_layers: str = typer.Option(
         None,
@@ -163,6 +203,8 @@ def apply(
         transfer_layers=parse_layers(transfer_layers),
         batch_size=batch,
         max_pixels=max_pixels,
+        detect=make_config(DetectConfig, detector=detector, threshold=threshold, min_face_size=min_face_size),
+        faces=_faces_source(faces),
     )
     info = run_info(real, rendering, cfg)
     if dry_run:
@@ -174,7 +216,9 @@ def apply(
     images, _ = plan_catalogue(inputs, outdir, cfg, suffix)
     from realface.weights import apply_weight_ids, require_weights
 
-    require_weights(apply_weight_ids(real, lpips_vgg, mask), progress=progress)  # all missing ones at once
+    require_weights(
+        apply_weight_ids(real, lpips_vgg, mask, detector), progress=progress
+    )  # all missing ones at once
     dev = resolve_device(device)
     # Load everything before the first image, so missing weights stop the run at once.
     from realface.checkpoints import load_generator

@@ -37,7 +37,7 @@ import functools
 import logging
 import math
 from collections.abc import Callable
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -45,6 +45,7 @@ from realface.errors import FaceError, WeightsError
 from realface.face.align import Alignment
 
 __all__ = [
+    "BLAZEFACE_SURE",
     "BLAZEFACE_THRESHOLD",
     "DETECTORS",
     "DetectConfig",
@@ -54,6 +55,7 @@ __all__ = [
     "MIN_DETECT_SIDE",
     "detect_faces",
     "dlib_box_from_blazeface",
+    "dlib_confirms",
     "find_landmarks",
     "find_faces",
     "smallest_image_side",
@@ -61,7 +63,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Detector = Literal["blazeface", "hog", "cnn"]
+Detector = Literal["blazeface", "hog", "cnn", "given"]
+"""Where a face came from: a registered detector, or ``"given"`` (read from a faces file by
+:mod:`realface.face.given`, not detected)."""
 
 MIN_DETECT_SIDE = 16
 """The shortest image side (pixels) handed to a dlib detector. dlib's CNN detector fails on images
@@ -69,10 +73,24 @@ of 9 px and less (its filters do not fit); 16 px leaves a margin. No detector ca
 
 BLAZEFACE_THRESHOLD = 0.65
 """Default score threshold of the BlazeFace detector (face probability). On the detection benchmark
-(``benchmarks/bench_detect.py``) real faces score 0.7 and more, while smiley badges and ring prints
-reach 0.61; candidates from :data:`BLAZEFACE_LOG_FLOOR` up to the threshold are logged."""
+(``benchmarks/bench_detect.py``) real faces score 0.67 (darkened to 35 %) and more, while prints and
+badges other than smileys stay under 0.62; smileys, which score up to 0.71, are left to the second
+stage (:data:`BLAZEFACE_SURE`). Candidates from :data:`BLAZEFACE_LOG_FLOOR` up to the threshold are
+logged."""
 
 BLAZEFACE_LOG_FLOOR = 0.2
+"""BlazeFace candidates scoring at least this, but under the threshold, are logged with their score."""
+
+BLAZEFACE_SURE = 0.8
+"""Default :attr:`DetectConfig.sure_score`: BlazeFace candidates from the threshold up to this score are
+kept only when dlib confirms them on their crop (:func:`dlib_confirms`). On the detection benchmark a
+smiley badge scores 0.71 and real faces 0.67 (darkened) to 0.96; dlib's HOG confirms every real face
+under 0.8 (margins 0.66 and more) and neither HOG nor CNN confirms the smiley (HOG margin -0.41), while
+a face turned 45° scoring 0.81 is confirmed by neither, hence no verification above 0.8."""
+
+VERIFY_SIDE = 100
+"""Pixels: the crop :func:`dlib_confirms` hands dlib is scaled so that the candidate's box is this wide
+(dlib's HOG window is 80 px; its CNN finds faces from about 40 px)."""
 """BlazeFace candidates scoring at least this, but under the threshold, are logged with their score."""
 
 _T = TypeVar("_T")
@@ -108,6 +126,10 @@ class DetectConfig:
             the nose tip or the mouth centre lies further than this many box widths from BlazeFace's
             keypoint. Default 0.4: on faces of 50–60 px BlazeFace's keypoints stray up to 0.3 box
             widths from a good fit; a fit on the wrong thing misses by more.
+        sure_score: BlazeFace candidates scoring at least the threshold but under this are kept only
+            when dlib's HOG or CNN detector confirms them on their crop (:func:`dlib_confirms`);
+            smiley prints score as high as darkened real faces. Default :data:`BLAZEFACE_SURE` (0.8);
+            ``0`` turns the check off. Other detectors ignore it.
     """
 
     detector: Detector = "blazeface"
@@ -120,6 +142,7 @@ class DetectConfig:
     tile_overlap: int = 144
     nms_iou: float = 0.3
     keypoint_tolerance: float = 0.4
+    sure_score: float = BLAZEFACE_SURE
 
     def __post_init__(self) -> None:
         if self.upsample < 0 or self.min_face_size < 0 or self.max_detect_side < 64:
@@ -132,7 +155,7 @@ class DetectConfig:
             raise ValueError(
                 f"invalid DetectConfig tiles: size {self.tile_size}, overlap {self.tile_overlap}"
             )
-        if not 0.0 < self.nms_iou < 1.0 or self.keypoint_tolerance <= 0:
+        if not 0.0 < self.nms_iou < 1.0 or self.keypoint_tolerance <= 0 or not 0 <= self.sure_score <= 1:
             raise ValueError(f"invalid DetectConfig: {self}")
 
     @property
@@ -175,7 +198,7 @@ class Face:
     Attributes:
         box: ``(left, top, right, bottom)`` in image pixels, corners inclusive (dlib rectangle).
         score: detector score (BlazeFace: probability; HOG: SVM margin; CNN: MMOD confidence).
-        detector: ``"blazeface"``, ``"hog"`` or ``"cnn"``.
+        detector: ``"blazeface"``, ``"hog"``, ``"cnn"``, or ``"given"`` (from a faces file).
         landmarks: 68 ``(x, y)`` points in image pixels (dlib 68-point layout).
         alignment: the FFHQ alignment, or ``None`` before alignment.
     """
@@ -547,8 +570,52 @@ def _run_blazeface(rgb: np.ndarray, config: DetectConfig, source: str) -> list[D
                 threshold,
             )
             continue
+        small = min(det.width, det.height) < config.min_face_size  # dropped by detect_faces anyway
+        if score < config.sure_score and not small and not dlib_confirms(rgb, det, source=source):
+            logger.info(
+                "%s: a face candidate at box %s scored %.3f (under %.2f) and neither dlib detector "
+                "confirms it on its crop: not kept",
+                source,
+                list(det.box),
+                score,
+                config.sure_score,
+            )
+            continue
         found.append(det)
     return found
+
+
+def _overlaps(rect: Any, box: tuple[float, float, float, float]) -> bool:
+    """Whether a dlib rectangle overlaps ``box`` (x0, y0, x1, y1 edges) by more than 0.3 IoU."""
+    other = np.array([rect.left(), rect.top(), rect.right() + 1.0, rect.bottom() + 1.0])
+    return bool(_iou(np.asarray(box, dtype=np.float64), other[None])[0] > 0.3)
+
+
+def dlib_confirms(rgb: np.ndarray, detection: Detection, *, source: str = "image") -> bool:
+    """Whether dlib finds a face at ``detection``'s box on a crop around it: the crop (one box side
+    around the box) is scaled so that the box is :data:`VERIFY_SIDE` px wide, then dlib's HOG
+    detector (margin at least 0) and, when HOG finds nothing there, its CNN detector (confidence at
+    least 0) look at it; a find counts when it overlaps the box by more than 0.3 IoU. The second
+    stage of BlazeFace candidates under ``DetectConfig.sure_score``; costs about 0.01 s (HOG) and
+    0.4 s (CNN) of CPU per candidate, whatever the image's size.
+    """
+    from PIL import Image
+
+    left, top, right, bottom = detection.box
+    x0, y0, x1, y1 = _crop_around(rgb.shape, detection.box)
+    scale = VERIFY_SIDE / detection.width
+    size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
+    crop = np.asarray(Image.fromarray(rgb[y0:y1, x0:x1]).resize(size, Image.Resampling.BILINEAR))
+    box = ((left - x0) * scale, (top - y0) * scale, (right + 1 - x0) * scale, (bottom + 1 - y0) * scale)
+    if min(size) < MIN_DETECT_SIDE:
+        return False
+    hog = _hog_detector()
+    rects, _, _ = _dlib_call(source, "HOG face detector", lambda: hog.run(crop, 0, 0.0))
+    if any(_overlaps(r, box) for r in rects):
+        return True
+    cnn = _cnn_detector()
+    found = _dlib_call(source, "CNN face detector", lambda: cnn(crop, 0))
+    return any(d.confidence >= 0 and _overlaps(d.rect, box) for d in found)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -588,7 +655,7 @@ register_detector(
         "blazeface",
         _run_blazeface,
         BLAZEFACE_THRESHOLD,
-        ("blazeface-full-range", "dlib-lm68"),
+        ("blazeface-full-range", "dlib-lm68", "dlib-mmod"),  # dlib's CNN: the second stage
         "MediaPipe BlazeFace full-range on tiles (default; turned heads, large canvases)",
     )
 )

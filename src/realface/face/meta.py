@@ -147,8 +147,8 @@ def check_meta_dict(d: Any) -> None:
     if right < left or bottom < top:
         raise _Bad(f"face.box_ltrb {box} has right < left or bottom < top")
     _num(face["score"], "face.score")
-    if face["detector"] not in ("blazeface", "hog", "cnn"):
-        raise _Bad(f"face.detector must be 'blazeface', 'hog' or 'cnn', got {face['detector']!r}")
+    if face["detector"] not in ("blazeface", "hog", "cnn", "given"):
+        raise _Bad(f"face.detector must be 'blazeface', 'hog', 'cnn' or 'given', got {face['detector']!r}")
     _points(face["landmarks_68"], "face.landmarks_68", 68, size)
     al = face["alignment"]
     if al is None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from realface.errors import Cancelled, ConfigError, RealFaceError
+from realface.face.detect import DETECTORS
 from realface.ui.jobs import (
     OUTPUT_FORMATS,
     ImageRun,
@@ -60,6 +61,9 @@ SETTING_NAMES = (
     "seed",
     "transfer_layers",
     "out_format",
+    "detector",
+    "threshold",
+    "min_face_size",
 )
 
 CSS = """
@@ -235,6 +239,27 @@ def _settings_column(gr: Any, store: ModelStore) -> list[Any]:
         elem_id="format",
     )
     assert [v for _, v in out_format.choices] == list(OUTPUT_FORMATS)
+    detector = gr.Radio(
+        choices=list(DETECTORS),
+        value=defaults.detector,
+        label="Face detector",
+        info="blazeface: turned heads and large canvases; hog / cnn: dlib's detectors",
+        elem_id="detector",
+    )
+    threshold = gr.Textbox(  # a text box: an empty gr.Number reads as 0, a real threshold
+        value="" if defaults.threshold is None else str(defaults.threshold),
+        label="Detection threshold",
+        placeholder="detector's default",
+        info="Least score a face needs; empty: the detector's own (0.65 for blazeface, 0 for hog/cnn)",
+        elem_id="threshold",
+    )
+    min_face = gr.Number(
+        value=defaults.min_face_size,
+        precision=0,
+        minimum=0,
+        label="Minimum face size (px)",
+        elem_id="min-face",
+    )
     settings = [
         rendering,
         steps,
@@ -247,6 +272,9 @@ def _settings_column(gr: Any, store: ModelStore) -> list[Any]:
         seed,
         layers,
         out_format,
+        detector,
+        threshold,
+        min_face,
     ]
     return settings
 
@@ -289,7 +317,7 @@ def _image_tab(page: _Page, settings: list[Any]) -> None:
         job_id = gr.State("")
         results = gr.State([])
 
-    def on_upload(files):
+    def on_upload(files, *values):
         paths = _paths(files)
         if not paths:
             return (
@@ -298,7 +326,8 @@ def _image_tab(page: _Page, settings: list[Any]) -> None:
                 "Upload one or more apparel renders (JPEG, PNG, WebP, TIFF).",
             )
         try:
-            detections = detect_preview(paths, workspace, config)
+            detect = page.settings_from(values).detect_config()
+            detections = detect_preview(paths, workspace, config, detect)
         except Exception as exc:  # noqa: BLE001 - shown in the page
             return [], gr.update(choices=[], value=[]), _error_md(readable_error(exc))
         gallery, choices, notes = [], [], []
@@ -359,7 +388,14 @@ def _image_tab(page: _Page, settings: list[Any]) -> None:
         shown = show_result(results, ok[0] if ok else None)
         yield "\n\n".join(lines), "", picker, *shown, results
 
-    upload.change(on_upload, inputs=upload, outputs=[detected, faces, status], concurrency_limit=2)
+    upload.change(
+        on_upload, inputs=[upload, *settings], outputs=[detected, faces, status], concurrency_limit=2
+    )
+    # Detection settings changed: detect again, so the ticked indices are the ones the run will find.
+    for widget in settings[-3:]:
+        widget.change(
+            on_upload, inputs=[upload, *settings], outputs=[detected, faces, status], concurrency_limit=2
+        )
     run.click(
         on_run,
         inputs=[upload, faces, *settings],

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from realface.errors import ConfigError, RealFaceError
-from realface.face import BlendConfig, MaskConfig
+from realface.face import BlendConfig, DetectConfig, MaskConfig
 from realface.imageio import DEFAULT_MAX_PIXELS
 from realface.invert import InvertConfig
 
@@ -78,6 +78,17 @@ class UIConfig:
         return Path(os.path.abspath(self.batch_root if self.batch_root is not None else os.getcwd()))
 
 
+def _threshold(value: Any) -> float | None:
+    """The page's threshold box: empty (or None) means the detector's default, else a number."""
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"setting 'threshold' must be a number or empty, got {text!r}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """The page's settings for one run (the same meaning as the ``realface apply`` options)."""
@@ -93,6 +104,9 @@ class Settings:
     seed: int = InvertConfig.seed
     transfer_layers: str = ""  # W+ layers taken from the inversion, e.g. "0-7"; empty: all (the paper)
     out_format: str = "input"
+    detector: str = DetectConfig.detector
+    threshold: float | None = DetectConfig.threshold  # None: the detector's own default
+    min_face_size: int = DetectConfig.min_face_size
 
     def __post_init__(self) -> None:
         if self.out_format not in OUTPUT_FORMATS:
@@ -106,13 +120,18 @@ class Settings:
         from realface.options import parse_layers
 
         parse_layers(self.transfer_layers, what="transfer layers")  # refused now, not in the job thread
+        self.detect_config()  # likewise
 
     @classmethod
     def from_page(cls, **values: Any) -> Settings:
-        """Settings from the page's widgets: numbers arrive as floats (or None when a box is empty)."""
-        ints = ("steps", "coarse_resolution", "fine_steps", "seed")
-        clean = {}
+        """Settings from the page's widgets: numbers arrive as floats (or None when a box is empty); the
+        threshold arrives as text, empty for the detector's default."""
+        ints = ("steps", "coarse_resolution", "fine_steps", "seed", "min_face_size")
+        clean: dict[str, Any] = {}
         for key, value in values.items():
+            if key == "threshold":  # a text box; empty: the detector's default
+                clean[key] = _threshold(value)
+                continue
             if value is None:
                 raise ConfigError(f"setting {key.replace('_', ' ')!r} is empty")
             if key in ints:
@@ -123,6 +142,17 @@ class Settings:
                 value = int(value)
             clean[key] = value
         return cls(**clean)
+
+    def detect_config(self) -> DetectConfig:
+        """The :class:`realface.face.DetectConfig` of the detection settings."""
+        try:
+            return DetectConfig(
+                detector=self.detector,  # type: ignore[arg-type]
+                threshold=None if self.threshold is None else float(self.threshold),
+                min_face_size=int(self.min_face_size),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"detection: {exc}") from None
 
     def apply_config(self, batch_size: int, max_pixels: int, save_all: bool) -> ApplyConfig:
         """The :class:`realface.pipeline.ApplyConfig` of these settings. ``save_all``: also keep the
@@ -143,6 +173,7 @@ class Settings:
                 coarse_resolution=self.coarse_resolution,
                 fine_steps=fine,
             ),
+            detect=self.detect_config(),
             mask=mask,
             blend=BlendConfig(color_correct=self.color_correct),
             save=SaveOptions(aligned=save_all, reconstruction=save_all, realistic=save_all, latents=save_all),

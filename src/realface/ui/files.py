@@ -113,7 +113,7 @@ def write_preview(rgb: np.ndarray, path: Path, max_side: int = PREVIEW_SIDE) -> 
 
 
 def draw_faces(rgb: np.ndarray, faces: Sequence[Face], max_side: int = 1024) -> np.ndarray:
-    """A preview: the image (at most ``max_side`` px) with each face's box and index."""
+    """A preview: the image (at most ``max_side`` px) with each face's box, index and detector score."""
     from PIL import ImageDraw
 
     img, scale = _shrink(rgb, max_side)
@@ -122,8 +122,9 @@ def draw_faces(rgb: np.ndarray, faces: Sequence[Face], max_side: int = 1024) -> 
     for i, face in enumerate(faces):
         l, t, r, b = (v * scale for v in face.box)
         draw.rectangle([l, t, r, b], outline=(255, 40, 40), width=width)
-        draw.rectangle([l, max(0, t - 14 - width), l + 14 + 8 * len(str(i)), t], fill=(255, 40, 40))
-        draw.text((l + 4, max(0, t - 13 - width)), str(i), fill=(255, 255, 255))
+        label = f"{i}  {face.score:.2f}"
+        draw.rectangle([l, max(0, t - 14 - width), l + 14 + 6 * len(label), t], fill=(255, 40, 40))
+        draw.text((l + 4, max(0, t - 13 - width)), label, fill=(255, 255, 255))
     return np.asarray(img)
 
 

@@ -19,7 +19,7 @@ from realface.ui.models import ModelStore
 from realface.ui.progress import Job
 
 if TYPE_CHECKING:
-    from realface.face import Face
+    from realface.face import DetectConfig, Face
 
 __all__ = ["Detection", "ImageRun", "detect_preview", "face_choice", "parse_selection", "run_images"]
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def _face_label(name: str, index: int, face: Face) -> str:
     left, top, right, bottom = face.box
-    return f"{name} · face {index} ({right - left + 1} px)"
+    return f"{name} · face {index} ({right - left + 1} px, score {face.score:.2f})"
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,15 @@ class Detection:
 
 
 def detect_preview(
-    uploads: Sequence[str | os.PathLike], workspace: Workspace, config: UIConfig
+    uploads: Sequence[str | os.PathLike],
+    workspace: Workspace,
+    config: UIConfig,
+    detect: DetectConfig | None = None,
 ) -> list[Detection]:
-    """Find the faces of each upload and draw them; an unreadable image or one without faces gets an
-    error message instead (the others are still shown)."""
+    """Find the faces of each upload with ``detect`` (default :class:`DetectConfig`, as the run's
+    :attr:`Settings.detect_config` must be for the face indices to match) and draw them with their
+    index and score; an unreadable image or one without faces gets an error message instead (the
+    others are still shown)."""
 
     from realface.face import DetectConfig, find_faces
     from realface.imageio import load_image
@@ -61,7 +66,7 @@ def detect_preview(
         try:
             image = load_image(src, max_pixels=config.max_pixels)
             rgb = image.rgb8()
-            faces = find_faces(rgb, DetectConfig(), source=name)
+            faces = find_faces(rgb, detect or DetectConfig(), source=name)
         except RealFaceError as exc:
             out.append(Detection(src, name, None, (), readable_error(exc).replace(str(src), name)))
             continue

@@ -466,18 +466,25 @@ def require_weights(
 
 
 def apply_weight_ids(
-    real: str | os.PathLike | None = None, lpips_vgg: str | os.PathLike | None = None, mask: str = "auto"
+    real: str | os.PathLike | None = None,
+    lpips_vgg: str | os.PathLike | None = None,
+    mask: str = "auto",
+    detector: str = "blazeface",
 ) -> list[str]:
     """The registry ids ``realface apply`` needs with these options (for :func:`require_weights`): G_real
-    when it is given as an id, VGG16 and the LPIPS heads unless ``lpips_vgg`` is a file, the dlib
-    landmark and CNN detector models, and the BiSeNet parser for ``mask="parsing"`` (``auto`` falls back
-    to the landmark mask without it)."""
+    when it is given as an id, VGG16 and the LPIPS heads unless ``lpips_vgg`` is a file, the files of the
+    face ``detector`` (:data:`realface.face.detect.DETECTORS`: for ``blazeface`` its network
+    ``blazeface-full-range``, shipped inside realface and so always present, the dlib landmark model and
+    dlib's CNN detector, which confirms weak candidates; for ``hog`` and ``cnn`` the two dlib models), and
+    the BiSeNet parser for ``mask="parsing"`` (``auto`` falls back to the landmark mask without it)."""
+    from realface.face.detect import DETECTORS
+
     ids = []
     if real is not None and str(real) in REGISTRY:
         ids.append(str(real))
     if lpips_vgg is None:
         ids.append("tv-vgg16")
-    ids += ["lpips-vgg-v0.1", "dlib-lm68", "dlib-mmod"]
+    ids += ["lpips-vgg-v0.1", *DETECTORS[detector].weights]
     if mask == "parsing":
         ids.append("bisenet-79999")
     return ids
