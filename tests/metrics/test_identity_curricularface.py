@@ -161,12 +161,15 @@ def test_pairs_report_under_the_curricularface_metric(tiny_file, tmp_path):
 def test_crop_box_puts_the_face_on_the_112px_five_point_template(name):
     """dlib's landmarks of the aligned fixtures, mapped into the 112 px crop, land near the usual 5-point
     template: eyes within 4 px, nose tip and mouth corners within 7 px (observed up to 5.3 for the replicant's
-    turned nose and 6.4 for the astronaut's mouth)."""
-    from realface.face.detect import find_faces
+    turned nose and 6.4 for the astronaut's mouth). The landmarks come from the detection protocol of the
+    identity metrics (dlib's HOG box), as in the embedder."""
+    from realface.face.detect import DetectConfig, find_faces
 
     rgb = np.asarray(Image.open(data_file("align", name)).convert("RGB"))
     side = rgb.shape[0]
-    lm = find_faces(rgb)[0].landmarks_array / side  # [68, 2] in units of the side
+    lm = (
+        find_faces(rgb, DetectConfig(detector="hog"))[0].landmarks_array / side
+    )  # [68, 2] in units of the side
     left, top, right, bottom = CURRICULARFACE_CROP_BOX
     points = np.stack([lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]])  # [5, 2]
     in_crop = (points - [left, top]) / [right - left, bottom - top] * 112  # [5, 2]
