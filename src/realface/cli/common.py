@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import typer
 
 from realface.errors import ConfigError
-from realface.face import BlendConfig, MaskConfig
+from realface.face import BlendConfig, DetectConfig, MaskConfig
 from realface.invert import InvertConfig
 from realface.pipeline import ApplyConfig
 from realface.utils.progress import progress_enabled
@@ -115,6 +115,28 @@ OPTIMIZE_NOISE_OPT = config_option(
     InvertConfig, "optimize_noise", "--optimize-noise/--no-optimize-noise", help="Also fit noise maps."
 )
 SEED_OPT = config_option(InvertConfig, "seed", "--seed", help="Seed of the inversion's random draws.")
+
+# Face detection, shared by `align` and `apply`.
+DETECTOR_OPT = config_option(
+    DetectConfig,
+    "detector",
+    "--detector",
+    help="Face detector: blazeface (default), hog (dlib, CNN fallback) or cnn.",
+)
+THRESHOLD_OPT = config_option(
+    DetectConfig,
+    "threshold",
+    "--threshold",
+    help="Least detector score a face needs (default: the detector's own, 0.65 for blazeface, 0 for "
+    "hog/cnn); weaker candidates are logged with their score.",
+)
+MIN_FACE_OPT = config_option(
+    DetectConfig,
+    "min_face_size",
+    "--min-face-size",
+    "--min-face",
+    help="Ignore faces smaller than this (px).",
+)
 
 # Pasting a face back (`realface apply` and `realface paste`).
 MASK_OPT = config_option(

@@ -11,8 +11,11 @@ import typer
 from realface.cli import app
 from realface.cli.common import (
     COLOR_CORRECT_OPT,
+    DETECTOR_OPT,
     MASK_OPT,
     MAX_PIXELS_HELP,
+    MIN_FACE_OPT,
+    THRESHOLD_OPT,
     config_option,
     make_config,
     mask_config,
@@ -43,26 +46,9 @@ def align_command(
     face_index: int | None = typer.Option(
         None, "--face-index", help="Only this face (0 = largest). Default: every face."
     ),
-    detector: str = config_option(
-        DetectConfig,
-        "detector",
-        "--detector",
-        help="Face detector: blazeface (default), hog (dlib, CNN fallback) or cnn.",
-    ),
-    threshold: float | None = config_option(
-        DetectConfig,
-        "threshold",
-        "--threshold",
-        help="Least detector score a face needs (default: the detector's own, 0.65 for blazeface, 0 for "
-        "hog/cnn); weaker candidates are logged with their score.",
-    ),
-    min_face_size: int = config_option(
-        DetectConfig,
-        "min_face_size",
-        "--min-face-size",
-        "--min-face",
-        help="Ignore faces smaller than this (px).",
-    ),
+    detector: str = DETECTOR_OPT,
+    threshold: float | None = THRESHOLD_OPT,
+    min_face_size: int = MIN_FACE_OPT,
     upsample: int = config_option(
         DetectConfig,
         "upsample",
