@@ -294,7 +294,15 @@ def test_cancel_stops_a_running_job(page):
     running = _wait_text(page, "#status", "step ")
     assert "/5000" in running and "ETA" in running
     page.click("#cancel")
-    _wait_text(page, "#status", "Cancelled")
+    try:  # the server's answer, or the job's own status once it has seen the request
+        page.wait_for_function(
+            "() => /cancelling|Cancelling|Cancelled/.test(document.querySelector('#status').innerText)",
+            timeout=20_000,
+        )
+    except Exception:  # noqa: BLE001 - a click lost under heavy load (seen once in a full run): click again
+        page.click("#cancel")
+    status = _wait_text(page, "#status", "Cancelled")
+    assert "Nothing is running" not in status
 
 
 def test_batch_tab_runs_a_server_folder_with_the_manifest(page, server):
