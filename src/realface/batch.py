@@ -893,6 +893,17 @@ class _Outcome:
     finished: int = 0
     interrupted: bool = False
 
+    def record(self, key: str, reason: str, error: str | None, bar: Any) -> None:
+        """Count one finished item (``error`` None: done, for ``reason``) and advance the progress bar."""
+        self.finished += 1
+        if error is None:
+            self.counts["done"] += 1
+            self.counts[reason] += 1
+        else:
+            self.failed.append((key, error))
+        bar.set_postfix_str(f"{key} {'failed' if error else 'done'}", refresh=False)
+        bar.update(1)
+
 
 def _run_todo(
     todo: Sequence[tuple[_Item, str]],
@@ -910,14 +921,7 @@ def _run_todo(
         for item, reason in todo:
             bar.set_postfix_str(f"{item.key} running", refresh=True)
             error = _run_item(item, reason, process, manifest, out, config_hash, stale.remove)
-            outcome.finished += 1
-            if error is None:
-                outcome.counts["done"] += 1
-                outcome.counts[reason] += 1
-            else:
-                outcome.failed.append((item.key, error))
-            bar.set_postfix_str(f"{item.key} {'failed' if error else 'done'}", refresh=False)
-            bar.update(1)
+            outcome.record(item.key, reason, error, bar)
             if error is not None and stop_on_error:
                 log.warning("stopping at the first failure (stop_on_error)")
                 break
@@ -1111,14 +1115,7 @@ def _run_todo_workers(
 
         def record(item: _Item, reason: str, error: str | None) -> None:
             nonlocal stopping
-            outcome.finished += 1
-            if error is None:
-                outcome.counts["done"] += 1
-                outcome.counts[reason] += 1
-            else:
-                outcome.failed.append((item.key, error))
-            bar.set_postfix_str(f"{item.key} {'failed' if error else 'done'}", refresh=False)
-            bar.update(1)
+            outcome.record(item.key, reason, error, bar)
             if error is not None and stop_on_error and not stopping:
                 log.warning("stopping at the first failure (stop_on_error)")
                 stopping = True
