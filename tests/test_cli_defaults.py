@@ -32,6 +32,7 @@ _INVERT = {
     "early_stop": (InvertConfig, "early_stop_patience"),
     "optimize_noise": (InvertConfig, "optimize_noise"),
     "seed": (InvertConfig, "seed"),
+    "precision": (InvertConfig, "precision"),
     "batch": (ApplyConfig, "batch_size"),
 }
 

@@ -41,6 +41,7 @@ from realface.losses import IdentityLossConfig, build_sketch_for, identity_loss
 from realface.nn.lpips import LPIPS
 from realface.nn.resize import area_downsample
 from realface.nn.stylegan2 import Generator
+from realface.precision import PRECISIONS, resolve_precision
 
 __all__ = [
     "InvertConfig",
@@ -74,9 +75,10 @@ class InvertConfig:
     at ``coarse_resolution`` and the last ``fine_steps`` at full resolution. early_stop_patience /
     early_stop_tol: stop when no sample's best loss improved by more than ``tol`` (relative) for that
     many steps (None: never). seed: base seed of every random draw (per-sample seeds default to it).
-    precision: ``"fp32"`` (the reference) or ``"bf16"``: the generator and the loss run under bfloat16
-    autocast (latents, noise, the optimiser and the loss sum stay float32); fast on CPUs with
-    AVX512_BF16/AMX and on CUDA.
+    precision: ``"fp32"`` (the reference), ``"bf16"``: the generator and the loss run under bfloat16
+    autocast (latents, noise, the optimiser and the loss sum stay float32; fast on CPUs with
+    AVX512_BF16/AMX and on CUDA), or ``"auto"``: bf16 where the targets' device runs it natively, else
+    fp32 (:func:`realface.precision.resolve_precision`).
     """
 
     steps: int = 500
@@ -109,8 +111,10 @@ class InvertConfig:
             )
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}", field="lr")
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"precision must be fp32 or bf16, got {self.precision!r}", field="precision")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"precision must be auto, fp32 or bf16, got {self.precision!r}", field="precision"
+            )
 
 
 @dataclass
@@ -434,6 +438,7 @@ def invert(
         else None
     )
 
+    bf16 = resolve_precision(cfg.precision, device) == "bf16"
     history = []
     for step in range(cfg.steps):
         t = step / cfg.steps
@@ -446,7 +451,7 @@ def invert(
         synth_kwargs: dict[str, Any] = dict(noise_mode="const", noise=step_noise)
         if coarse:
             synth_kwargs["out_resolution"] = coarse_res
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             images = G.synthesis(ws, **synth_kwargs)  # [N, 3, r, r]
             dist = loss(images, prepared_coarse if coarse else prepared_full).float()  # [N]
         total = dist.sum()

@@ -308,9 +308,9 @@ def run_transfer_bench(
     p_star = sample_params(cfg.held_out, cfg.seed + 2)
     rendered = render_style(p_star, cfg.style, res)  # [N, 3, R, R]
     truth = render_photo(p_star, res)  # [N, 3, R, R]
-    from realface.bench.world import cpu_has_bf16
+    from realface.precision import resolve_precision
 
-    precision = cfg.precision if cfg.precision != "auto" else ("bf16" if cpu_has_bf16() else "fp32")
+    precision = resolve_precision(cfg.precision, "cpu")
     icfg = InvertConfig(steps=cfg.steps, seed=cfg.seed, precision=precision)
     lpips_loss = LpipsLoss(lpips, 256)
 

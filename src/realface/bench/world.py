@@ -44,6 +44,7 @@ from safetensors.torch import load_file, save_file
 from realface.bench.faces import IDENTITY_PARAMS, NUM_PARAMS, params_from_z, render_cg, render_photo
 from realface.errors import CheckpointError, ConfigError
 from realface.nn.stylegan2 import Discriminator, Generator
+from realface.precision import cpu_has_bf16
 from realface.utils.fs import atomic_path, atomic_write_text
 from realface.utils.weightfile import read_torch_object
 
@@ -86,15 +87,6 @@ INFO_FILE = "toyworld.json"
 def default_world_path() -> Path:
     """The world shipped with realface (``realface/bench/data``), made by ``realface bench world``."""
     return Path(__file__).parent / "data"
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU runs bf16 convolutions natively (AVX512_BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 @dataclass(frozen=True)

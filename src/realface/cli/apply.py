@@ -27,6 +27,7 @@ from realface.cli.common import (
     MAX_PIXELS_HELP,
     MIN_FACE_OPT,
     OPTIMIZE_NOISE_OPT,
+    PRECISION_OPT,
     PROGRESS_OPT,
     SEED_OPT,
     STEPS_OPT,
@@ -122,6 +123,7 @@ def apply(
     early_stop: int = EARLY_STOP_OPT,
     optimize_noise: bool = OPTIMIZE_NOISE_OPT,
     seed: int = SEED_OPT,
+    precision: str = PRECISION_OPT,
     face_index: int = config_option(
         ApplyConfig, "face_index", "--face-index", help="Only this face of each image (0 = largest)."
     ),
@@ -180,7 +182,7 @@ def apply(
     cfg = make_config(
         ApplyConfig,
         invert=invert_config(
-            steps, seed, coarse_to_fine, coarse_resolution, fine_steps, early_stop, optimize_noise
+            steps, seed, coarse_to_fine, coarse_resolution, fine_steps, early_stop, optimize_noise, precision
         ),
         mask=mask_cfg,
         blend=make_config(BlendConfig, color_correct=color_correct),
@@ -268,6 +270,7 @@ def invert(
     early_stop: int = EARLY_STOP_OPT,
     optimize_noise: bool = OPTIMIZE_NOISE_OPT,
     seed: int = SEED_OPT,
+    precision: str = PRECISION_OPT,
     lpips_vgg: Path = LPIPS_VGG_OPT,
     progress: bool = PROGRESS_OPT,
 ) -> None:
@@ -292,7 +295,7 @@ def invert(
     from realface.utils.fs import atomic_path
 
     cfg = invert_config(
-        steps, seed, coarse_to_fine, coarse_resolution, fine_steps, early_stop, optimize_noise
+        steps, seed, coarse_to_fine, coarse_resolution, fine_steps, early_stop, optimize_noise, precision
     )
     job_cfg = make_config(ApplyConfig, invert=cfg, batch_size=batch)
     settings = hash_config({"network": network, "lpips_vgg": lpips_vgg, "invert": dataclasses.asdict(cfg)})

@@ -115,6 +115,13 @@ OPTIMIZE_NOISE_OPT = config_option(
     InvertConfig, "optimize_noise", "--optimize-noise/--no-optimize-noise", help="Also fit noise maps."
 )
 SEED_OPT = config_option(InvertConfig, "seed", "--seed", help="Seed of the inversion's random draws.")
+PRECISION_OPT = config_option(
+    InvertConfig,
+    "precision",
+    "--precision",
+    help="fp32 (the reference), bf16, or auto: bf16 where the CPU has AVX512_BF16/AMX or the GPU has "
+    "bf16, fp32 elsewhere.",
+)
 
 # Face detection, shared by `align` and `apply`.
 DETECTOR_OPT = config_option(
@@ -155,6 +162,7 @@ def invert_config(
     fine_steps: int,
     early_stop: int | None,
     noise: bool,
+    precision: str = "fp32",
 ) -> InvertConfig:
     """The InvertConfig of the shared inversion options."""
     return make_config(
@@ -166,6 +174,7 @@ def invert_config(
         fine_steps=fine_steps,
         early_stop_patience=early_stop,
         optimize_noise=noise,
+        precision=precision,
     )
 
 

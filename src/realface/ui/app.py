@@ -21,6 +21,7 @@ from typing import Any
 
 from realface.errors import Cancelled, ConfigError, RealFaceError
 from realface.face.detect import DETECTORS
+from realface.precision import PRECISIONS
 from realface.ui.jobs import (
     OUTPUT_FORMATS,
     ImageRun,
@@ -55,6 +56,7 @@ SETTING_NAMES = (
     "coarse_to_fine",
     "coarse_resolution",
     "fine_steps",
+    "precision",
     "mask",
     "feather",
     "color_correct",
@@ -202,6 +204,13 @@ def _settings_column(gr: Any, store: ModelStore) -> list[Any]:
         label="Full-resolution steps at the end",
         elem_id="fine-steps",
     )
+    precision = gr.Radio(
+        choices=list(PRECISIONS),
+        value=defaults.precision,
+        label="Precision",
+        info="auto: bf16 where the CPU has AVX512_BF16/AMX (or the GPU bf16), else fp32 (the reference)",
+        elem_id="precision",
+    )
     mask = gr.Radio(
         choices=["auto", "landmarks", "parsing"],
         value=defaults.mask,
@@ -266,6 +275,7 @@ def _settings_column(gr: Any, store: ModelStore) -> list[Any]:
         coarse,
         coarse_res,
         fine_steps,
+        precision,
         mask,
         feather,
         color,

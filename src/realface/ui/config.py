@@ -12,6 +12,7 @@ from realface.errors import ConfigError, RealFaceError
 from realface.face import BlendConfig, DetectConfig, MaskConfig
 from realface.imageio import DEFAULT_MAX_PIXELS
 from realface.invert import InvertConfig
+from realface.precision import PRECISIONS
 
 if TYPE_CHECKING:
     from realface.pipeline import ApplyConfig
@@ -98,6 +99,7 @@ class Settings:
     coarse_to_fine: bool = True  # unlike the command line: the page is for trying, often on a CPU
     coarse_resolution: int = InvertConfig.coarse_resolution
     fine_steps: int = InvertConfig.fine_steps
+    precision: str = InvertConfig.precision
     mask: str = MaskConfig.kind
     feather: float = MaskConfig.feather
     color_correct: bool = BlendConfig.color_correct
@@ -113,6 +115,8 @@ class Settings:
             raise ConfigError(
                 f"output format must be one of {', '.join(OUTPUT_FORMATS)}, got {self.out_format!r}"
             )
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not 0 <= self.feather <= 0.1:
             raise ConfigError(
                 f"feather must be in [0, 0.1] (a fraction of the face size), got {self.feather}"
@@ -172,6 +176,7 @@ class Settings:
                 coarse_to_fine=self.coarse_to_fine,
                 coarse_resolution=self.coarse_resolution,
                 fine_steps=fine,
+                precision=self.precision,
             ),
             detect=self.detect_config(),
             mask=mask,
