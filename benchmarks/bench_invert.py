@@ -344,7 +344,7 @@ def run_child(kind: str, spec_json: str) -> None:
             noise_reg_weight=1e5,
             loss_resolution=256,
             coarse_to_fine=False,
-            precision="fp32",
+            precision=spec.get("precision", "fp32"),
         )
         invert(G, target[None], LpipsLoss(lpips, 256), cfg)
     else:
@@ -423,6 +423,7 @@ def compare(args: argparse.Namespace) -> None:
                 threads=args.threads,
                 allocator=args.allocator,
                 steps_timed=args.steps_timed,
+                precision=args.precision,
             )
             times: dict[str, list[tuple[float, float]]] = {"official": [], "realface": []}
             for pair in range(args.pairs):
@@ -443,7 +444,7 @@ def compare(args: argparse.Namespace) -> None:
         f"median of {args.steps_timed} timed step(s) per child, torch {torch.__version__}, "
         f"{os.cpu_count()} CPU(s)"
     )
-    print(REALFACE_SETTINGS)
+    print(REALFACE_SETTINGS.replace("fp32", args.precision))
     print(vgg_note)
 
 
@@ -477,6 +478,12 @@ def parser() -> argparse.ArgumentParser:
     official.add_argument("--steps-timed", type=int, default=2, help="steps timed per child after warm-up")
     official.add_argument("--threads", type=int, default=1, help="torch threads in every child")
     official.add_argument("--allocator", choices=("keep", "system"), default="keep")
+    official.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="realface's precision (the official projector always runs fp32; name it with the ratio)",
+    )
     official.add_argument("--vgg16", type=Path, default=None, help="the official vgg16.pt (TorchScript)")
     official.add_argument("--quick", action="store_true", help="smoke test: 64 px, one pair")
     official.add_argument("--child", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
