@@ -77,6 +77,7 @@ def test_each_recipe_step_runs_dry(words, tmp_path, tmp_path_factory, monkeypatc
         ffhq = next(w for w in plan["weights"] if w["id"] == "sg2ada-ffhq1024")
         assert ffhq["status"] == "missing" and ffhq["urls"][0].endswith("/ffhq.pkl")
         assert "[NON-COMMERCIAL]" in ffhq["licence"]
+        assert ffhq["blocked"] == "offline mode (REALFACE_OFFLINE=1)"  # the test suite is offline
     if name == "dataset build":
         assert plan["preset"] == words[words.index("--preset") + 1]
         assert plan["settings"]["size"] == int(words[words.index("--size") + 1])
