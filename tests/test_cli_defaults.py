@@ -128,11 +128,11 @@ NOT_CONFIG = {
     "paste": {"max_pixels"},
     "generate": {"seeds", "grid", "device"},
     "eval fid": {"no_cache"},
-    "eval consistency": {"device"},
+    "eval consistency": {"device", "dry_run"},
     "dataset build": {"overwrite", "images_from", "dry_run"},
     "dataset presets": {"as_json"},
     "weights list": {"as_json"},
-    "weights fetch": {"all_"},
+    "weights fetch": {"all_", "dry_run"},
     "weights path": {"fetch"},
     "weights import": {"link"},
 }

@@ -1,5 +1,5 @@
-"""The README's recipe (empty GPU machine -> G_rendering): every step runs with --dry-run; the steps
-whose command has no --dry-run have their arguments parsed by the command itself."""
+"""The README's recipe (empty GPU machine -> G_rendering): every step runs with --dry-run in an empty
+folder, with an empty weights cache; nothing is written, and each printed plan holds the step's key facts."""
 
 from __future__ import annotations
 
@@ -59,22 +59,39 @@ def test_the_recipe_has_every_step():
 
 
 @pytest.mark.parametrize("words", recipe_commands(), ids=lambda w: " ".join(w[:2]))
-def test_each_recipe_step_runs_dry(words, tmp_path, monkeypatch, capsys):
+def test_each_recipe_step_runs_dry(words, tmp_path, tmp_path_factory, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # an empty machine: nothing here, and a dry run writes nothing
-    name, cmd, rest = _command(words)
-    if any(p.name == "dry_run" for p in cmd.params):
-        assert run_cli(*words, "--dry-run") == 0, capsys.readouterr().err
-        plan = json.loads(capsys.readouterr().out)
-        if name == "dataset build":
-            assert plan["preset"] == words[words.index("--preset") + 1]
-            assert plan["settings"]["size"] == int(words[words.index("--size") + 1])
-        if name == "train":  # the paper's settings
-            assert (plan["kimg"], plan["batch"], plan["lr"], plan["gamma"]) == (40, 32, 0.002, 10)
-        if name == "apply":
-            assert plan["mode"] == "transfer"
-    else:
-        ctx = cmd.make_context(name, list(rest))  # raises a usage error on a wrong option
-        assert ctx.params
-        with pytest.raises(Exception, match="No such option"):
-            cmd.make_context(name, [*rest, "--no-such-option"])
+    cache = tmp_path_factory.mktemp("recipe_cache") / "realface"  # not created by a dry run either
+    monkeypatch.setenv("REALFACE_HOME", str(cache))
+    name, cmd, _rest = _command(words)
+    assert any(p.name == "dry_run" for p in cmd.params), f"`realface {name}` has no --dry-run"
+    assert run_cli(*words, "--dry-run") == 0, capsys.readouterr().err
+    plan = json.loads(capsys.readouterr().out)
+    if name == "weights fetch":
+        ids = [w for w in words[2:] if not w.startswith("-")]
+        assert [w["id"] for w in plan["weights"]] == ids
+        for w in plan["weights"]:
+            assert w["destination"] == str(cache / "weights" / w["id"] / w["filename"])
+            assert w["licence"].startswith("licence: ")
+            assert w["path"] is not None or (w["action"] == "download" and w["download_urls"]), w
+        ffhq = next(w for w in plan["weights"] if w["id"] == "sg2ada-ffhq1024")
+        assert ffhq["status"] == "missing" and ffhq["urls"][0].endswith("/ffhq.pkl")
+        assert "[NON-COMMERCIAL]" in ffhq["licence"]
+        assert ffhq["blocked"] == "offline mode (REALFACE_OFFLINE=1)"  # the test suite is offline
+    if name == "dataset build":
+        assert plan["preset"] == words[words.index("--preset") + 1]
+        assert plan["settings"]["size"] == int(words[words.index("--size") + 1])
+    if name == "train":  # the paper's settings
+        assert (plan["kimg"], plan["batch"], plan["lr"], plan["gamma"]) == (40, 32, 0.002, 10)
+    if name == "export":
+        assert plan["out"] == words[words.index("-o") + 1] and plan["network"] == "G_ema"
+        assert plan["checkpoint"].startswith(f"not present yet: {words[1]}")
+    if name == "eval consistency":
+        assert plan["real"] == {**plan["real"], "given": "sg2ada-ffhq1024", "kind": "weights id"}
+        assert plan["rendering"]["status"] == "not present yet"
+        assert (plan["num"], plan["out"]) == (1000, "consistency.json")
+        assert plan["identity_model"]["embedder"] == "dlib"
+    if name == "apply":
+        assert plan["mode"] == "transfer"
     assert not any(tmp_path.iterdir())
+    assert not cache.exists()

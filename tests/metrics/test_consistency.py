@@ -233,3 +233,48 @@ def test_cli_curricularface_without_its_weights_is_refused(files, tmp_path):
     out = tmp_path / "report.json"
     run = run_realface(*args, "--embedder", "curricularface", "-o", out, env={"REALFACE_HOME": str(home)})
     assert_refused(run, "curricularface", inputs=before, outputs=[out])
+
+
+def test_cli_dry_run_reports_the_plan_without_loading_or_writing(tmp_path, capsys):
+    real = data_file("stylegan2-ada", "sg2ada_tiny64.pkl")
+    missing = tmp_path / "G_rendering.safetensors"
+    before = {str(p) for p in tmp_path.rglob("*")}
+    args = ["eval", "consistency", "--real", real, "--rendering", missing, "--num", "8", "--seed", "3"]
+    assert run_cli(*args, "-o", tmp_path / "c.json", "--fid-ref", tmp_path, "--dry-run") == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["real"] == {"given": str(real), "kind": "file", "path": str(real)}
+    assert plan["rendering"]["status"] == "not present yet"
+    assert (plan["num"], plan["seeds"], plan["out"]) == (8, "3-10", str(tmp_path / "c.json"))
+    assert plan["metrics"][:2] == ["cosine", "distance"] and plan["protocol"].startswith(
+        "identity-consistency"
+    )
+    model = plan["identity_model"]
+    assert model["embedder"] == "dlib" and set(model["weights"]) == {"dlib-lm5", "dlib-frec"}
+    assert (
+        plan["fid"]["protocol"].startswith("realface-fid/")
+        and plan["fid"]["inception"]["id"] == "fid-inception"
+    )
+    assert {str(p) for p in tmp_path.rglob("*")} == before
+
+    assert run_cli("eval", "consistency", "--real", "sg2ada-ffhq1024", "--rendering", real,
+                   "--embedder", "curricularface", "--dry-run") == 0  # fmt: skip
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["real"]["kind"] == "weights id" and plan["real"]["status"] == "missing"
+    assert plan["identity_model"]["weights"]["curricularface"].startswith("missing: ")
+    assert plan["identity_model"]["available"] is False and plan["out"] is None
+
+
+def test_cli_dry_run_still_refuses_bad_options(tmp_path, capsys):
+    real = data_file("stylegan2-ada", "sg2ada_tiny64.pkl")
+    base = ["eval", "consistency", "--rendering", real, "--dry-run"]
+    cases = [
+        ([*base, "--real", real, "--num", "1"], "num must be at least 2"),
+        ([*base, "--real", real, "--world", "default"], "--real: not used with --world"),
+        ([*base, "--real", real, "-o", tmp_path / "no_dir" / "r.json"], "no_dir"),
+        ([*base, "--real", real, "-o", real], "overwrite an input"),
+    ]
+    for args, message in cases:
+        assert run_cli(*args) == 1, args
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and err.startswith("error:") and message in err, err
+    assert not any(tmp_path.iterdir())

@@ -170,3 +170,49 @@ def test_commands_accept_an_explicit_cache_dir(capsys, tmp_path, command):
     else:
         assert "dlib-lm68" in out
         assert not (explicit / "weights").exists()  # read-only commands
+
+
+def _tree(root) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()} if root.exists() else {}
+
+
+def test_fetch_dry_run_plans_without_downloading_or_writing(capsys, monkeypatch, file_server, online, home):
+    import json
+
+    data = payload(6000)
+    have = make_record(file_server.add("/have.bin", data), data, id="dry-have", non_commercial=True)
+    bad = make_record(file_server.add("/bad.bin", data), data, id="dry-bad", filename="bad.bin")
+    need = make_record(file_server.add("/need.bin", data), data, id="dry-need", filename="need.bin")
+    for r in (have, bad, need):
+        monkeypatch.setitem(REGISTRY, r.id, r)
+
+    code, out, err = run(capsys, "weights", "fetch", "dry-need", "--dry-run")  # an empty cache stays absent
+    assert code == 0, err
+    (row,) = json.loads(out)["weights"]
+    assert (row["status"], row["action"], row["path"]) == ("missing", "download", None)
+    assert row["urls"] == [file_server.url("/need.bin")] and row["size"] == 6000
+    assert row["sha256"] == sha256(data) and row["licence"] == "licence: test licence"
+    assert row["destination"] == str(cached_file_path(need, home))
+    assert not home.exists() and file_server.requests == []
+
+    for r, body in ((have, data), (bad, b"\0" * len(data))):
+        cached_file_path(r, home).parent.mkdir(parents=True)
+        cached_file_path(r, home).write_bytes(body)
+    before = _tree(home)
+    code, out, err = run(capsys, "weights", "fetch", "dry-have", "dry-bad", "dry-need", "--dry-run")
+    assert code == 0, err
+    plan = json.loads(out)
+    rows = {w["id"]: w for w in plan["weights"]}
+    assert plan["cache"] == str(home / "weights") and plan["download_bytes"] == 2 * 6000
+    assert rows["dry-have"]["status"] == "present in the cache, verified"
+    assert rows["dry-have"]["action"] == "none" and rows["dry-have"]["licence"].endswith("[NON-COMMERCIAL]")
+    assert rows["dry-bad"]["status"].startswith("present in the cache but bad")
+    assert rows["dry-bad"]["action"] == "download"
+    assert _tree(home) == before and file_server.requests == []  # the bad copy is not deleted
+
+
+def test_fetch_dry_run_of_an_unknown_id_is_the_usual_error(capsys, home):
+    code, out, err = run(capsys, "weights", "fetch", "tv-vgg16", "no-such-weight", "--dry-run")
+    assert (code, out) == (1, "")
+    assert err.count("\n") == 1 and err.startswith("error: unknown weight id 'no-such-weight'")
+    assert not home.exists()

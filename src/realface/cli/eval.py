@@ -3,6 +3,7 @@ with a table on screen and JSON / CSV reports."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -235,6 +236,84 @@ def _summary_rows(report: dict, measures: Sequence[str]) -> list[dict]:
     return rows
 
 
+def _network_plan(given: str) -> dict:
+    """How a generator argument resolves, without loading or downloading it."""
+    from realface.weights import REGISTRY, fetch_plan
+
+    if Path(given).expanduser().exists():
+        return {"given": given, "kind": "file", "path": str(Path(given).expanduser())}
+    if given in REGISTRY:
+        w = fetch_plan(given, verify=False)
+        keys = ("path", "destination", "status", "action", "blocked", "licence")
+        return {"given": given, "kind": "weights id", **{k: w[k] for k in keys}}
+    return {
+        "given": given,
+        "kind": "file",
+        "path": str(Path(given).expanduser()),
+        "status": "not present yet",
+    }
+
+
+def _consistency_plan(
+    real: str | None,
+    rendering: str,
+    world: str | None,
+    config: ConsistencyConfig,
+    fid_ref: Path | None,
+    inception: Path | None,
+    device: str,
+    json_path: Path | None,
+) -> dict:
+    """The dry-run plan of ``eval consistency``: what would be loaded, measured and written."""
+    import importlib.util
+
+    from realface.metrics.consistency import PROTOCOL
+    from realface.metrics.fid import STATS_PROTOCOL
+    from realface.metrics.identity import EMBEDDER_WEIGHTS
+    from realface.weights import fetch_plan
+
+    last = config.seed0 + config.num - 1
+    plan: dict = {
+        "mode": "embedder" if world is None else "world",
+        "real": None if real is None else _network_plan(real),
+        "rendering": _network_plan(rendering),
+        "num": config.num,
+        "seeds": f"{config.seed0}-{last}",
+        "truncation_psi": config.truncation_psi,
+        "noise_mode": config.noise_mode,
+        "batch": config.batch_size,
+        "device": device,
+    }
+    if world is None:
+        weights = [fetch_plan(i, verify=False) for i in EMBEDDER_WEIGHTS.get(config.embedder, ())]
+        dlib_found = importlib.util.find_spec("dlib") is not None
+        plan["metrics"] = ["cosine", "distance", f"same_person (distance < {config.threshold:g})"]
+        plan["identity_model"] = {
+            "embedder": config.embedder,
+            "threshold": config.threshold,
+            "dlib_package": "installed" if dlib_found else "missing",
+            "weights": {w["id"]: w["status"] for w in weights},
+            "available": dlib_found and all(w["path"] is not None for w in weights),
+        }
+        plan["protocol"] = PROTOCOL
+    else:
+        from realface.bench.world import default_world_path
+
+        folder = default_world_path() if world == "default" else Path(world)
+        plan["world"] = {"given": world, "path": str(folder), "present": folder.is_dir()}
+        plan["metrics"] = ["param_error", "param_error_truth", "param_error_real_truth", "l2"]
+        plan["protocol"] = "toy world: face parameters read back by the world's regressor"
+    plan["fid"] = None
+    if fid_ref is not None:
+        net = {"path": str(inception), "status": "given"} if inception is not None else None
+        if net is None:
+            w = fetch_plan("fid-inception", verify=False)
+            net = {"id": w["id"], "path": w["path"], "status": w["status"]}
+        plan["fid"] = {"reference": str(fid_ref), "protocol": STATS_PROTOCOL, "inception": net}
+    plan["out"] = None if json_path is None else str(json_path)
+    return plan
+
+
 @eval_app.command("consistency")
 def consistency_cmd(
     real: str = typer.Option(
@@ -283,6 +362,12 @@ def consistency_cmd(
     json_path: Path = typer.Option(
         None, "--json", "-o", help="Also write the report as JSON to this file (atomic)."
     ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Print the resolved configuration (generators, latents, metrics and their weights, FID "
+        "protocol, report path) as JSON and exit; no network is loaded and nothing is written.",
+    ),
 ) -> None:
     """Identity consistency of G_real and G_rendering (paper Table 1): the same latents decoded by both,
     identity similarity of the pairs with mean and 95 % interval; optionally FID of G_rendering."""
@@ -316,6 +401,11 @@ def consistency_cmd(
         raise ConfigError("give --real (the G_real generator), or --world default for the toy world")
     if fid_ref is not None and not fid_ref.exists():
         raise ConfigError(f"--fid-ref {fid_ref}: no such folder or .npz file")
+    if dry_run:
+        _check_report_path(json_path, [real, rendering, fid_ref])
+        plan = _consistency_plan(real, rendering, world, config, fid_ref, inception, device, json_path)
+        typer.echo(json.dumps(plan, indent=2))
+        return
     rendering_path = resolve_network_path(rendering)
     real_path = None if real is None else resolve_network_path(real)
     _check_report_path(json_path, [real_path, rendering_path, fid_ref])

@@ -128,9 +128,47 @@ def train(
 def export(
     run: Path = typer.Argument(..., help="A training run folder (or one of its checkpoints)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output G_rendering .safetensors."),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Print the checkpoint that would be read, the network, the output path and format as JSON, "
+        "and exit without writing.",
+    ),
 ) -> None:
     """Write the run's latest G_ema as the G_rendering file that `realface apply --rendering` uses."""
-    from realface.train.loop import export_generator
+    from realface.checkpoints import FORMAT_NAME, FORMAT_VERSION
+    from realface.errors import ConfigError
+    from realface.train.loop import export_generator, latest_checkpoint
 
+    if out.suffix != ".safetensors":
+        raise ConfigError(
+            f"{out}: G_rendering is written as .safetensors; give a name ending in .safetensors"
+        )
+    if out.is_dir():
+        raise ConfigError(f"{out}: is a folder; give the G_rendering file to write")
+    if dry_run:
+        plan: dict = {"run": str(run), "network": "G_ema", "out": str(out)}
+        plan["format"] = f"{FORMAT_NAME} v{FORMAT_VERSION} (.safetensors)"
+        plan["out_exists"] = out.exists()  # a real export replaces it atomically
+        if run.exists():
+            ckpt = latest_checkpoint(run)  # no complete checkpoint: the same error as a real export
+            plan["checkpoint"] = str(ckpt)
+            plan["kimg"] = _checkpoint_kimg(ckpt)
+        else:
+            plan["checkpoint"] = f"not present yet: {run} does not exist (train writes it)"
+            plan["kimg"] = None
+        typer.echo(json.dumps(plan, indent=2))
+        return
     export_generator(run, out)
     typer.echo(f"wrote {out}")
+
+
+def _checkpoint_kimg(ckpt: Path) -> float:
+    """The kimg a checkpoint was written at, from its state.json (a CheckpointError names a bad file)."""
+    from realface.errors import CheckpointError
+
+    state = ckpt / "state.json"
+    try:
+        return json.loads(state.read_text(encoding="utf-8"))["cur_nimg"] / 1000
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{state}: cannot read cur_nimg ({exc})") from None

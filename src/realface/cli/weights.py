@@ -13,6 +13,7 @@ from realface.weights import (
     REGISTRY,
     WeightsError,
     cache_dir,
+    fetch_plan,
     get_record,
     import_weight,
     licence_line,
@@ -103,6 +104,12 @@ def fetch_cmd(
     ),
     progress: bool = PROGRESS_OPT,
     cache: Path | None = _CACHE_OPT,
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Print what would be fetched (URLs, size, sha256, licence, destination, cache status) as JSON "
+        "and exit; nothing is downloaded or written.",
+    ),
 ) -> None:
     """Download (or locate) weights, verifying size and sha256; partial downloads are resumed."""
     if all_ and ids:
@@ -110,6 +117,15 @@ def fetch_cmd(
     if not all_ and not ids:
         raise WeightsError("name the weights to fetch (e.g. `realface weights fetch tv-vgg16`) or pass --all")
     records = [get_record(i) for i in ids] if ids else [r for r in REGISTRY.values() if not r.optional]
+    if dry_run:
+        root = cache_dir(cache)
+        plan = [fetch_plan(r, cache_dir=root) for r in records]
+        doc = {"cache": str(root / "weights"), "weights": plan}
+        doc["download_bytes"] = sum(
+            p["size"] or p["approx_size"] or 0 for p in plan if p["action"] == "download"
+        )
+        typer.echo(json.dumps(doc, indent=2))
+        return
     if len(records) == 1:  # one weight: its own message is the one error line
         path = weight_path(records[0], download=True, cache_dir=cache, progress=progress)
         typer.echo(f"ok       {records[0].id}  {path}")

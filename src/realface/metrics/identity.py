@@ -46,6 +46,7 @@ from realface.metrics.files import ImagePair, PairSet
 __all__ = [
     "DLIB_SAME_PERSON",
     "EMBEDDERS",
+    "EMBEDDER_WEIGHTS",
     "FaceEmbedder",
     "CURRICULARFACE_CROP_BOX",
     "CurricularFaceEmbedder",
@@ -91,6 +92,12 @@ class FaceEmbedder(Protocol):
 
 EMBEDDERS: dict[str, Callable[..., FaceEmbedder]] = {}
 """Identity embedders by name; each value builds one (keyword arguments from :class:`IdentityConfig`)."""
+
+EMBEDDER_WEIGHTS: dict[str, tuple[str, ...]] = {
+    "dlib": ("dlib-lm5", "dlib-frec"),
+    "curricularface": ("curricularface",),
+}
+"""The weights records each embedder loads (both also need the ``dlib`` package)."""
 
 
 def register_embedder(name: str) -> Callable:

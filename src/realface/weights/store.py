@@ -59,6 +59,7 @@ __all__ = [
     "converted_path",
     "converted_generator_path",
     "licence_line",
+    "fetch_plan",
 ]
 
 log = logging.getLogger(__name__)
@@ -536,6 +537,97 @@ def verify_weight(
         forget_hash(path, root)
         return VerifyResult(record, path, kind, False, None, str(exc))
     return VerifyResult(record, path, kind, True, digest)
+
+
+def _plan_status(record: WeightRecord, root: Path, verify: bool) -> tuple[str, str, Path | None]:
+    """``(status, action, path)`` of :func:`fetch_plan`; reads (and with ``verify`` hashes) but never writes."""
+    shipped = package_file(record)
+    if shipped is not None:
+        if not verify:
+            return "in its package", "none", shipped
+        try:
+            _check(record, shipped, root, anchored=False)
+        except ChecksumError as exc:
+            return f"in its package, damaged ({exc})", "reinstall", shipped
+        return "in its package, verified", "none", shipped
+    dest = cached_file_path(record, root)
+    if dest.is_file():
+        if not verify:
+            return "present in the cache (not verified)", "none", dest
+        try:
+            _check(record, dest, root, anchored=False)
+            recorded = None if record.pinned else read_anchor(dest)
+        except (ChecksumError, WeightsError) as exc:
+            if record.download_urls:
+                return f"present in the cache but bad ({exc}); it would be deleted", "download", dest
+            return f"present in the cache but bad ({exc})", "import", dest
+        if record.pinned:
+            return "present in the cache, verified", "none", dest
+        if recorded is None:
+            return (
+                "present in the cache; no sha256 is published or recorded: it would be trusted",
+                "none",
+                dest,
+            )
+        if recorded != sha256_file(dest, root=root):
+            return "present in the cache but changed since it was stored", "import", dest
+        return "present in the cache, matches its recorded sha256", "none", dest
+    for candidate in foreign_candidates(record):
+        if not verify:
+            return "found in another tool's cache (not verified)", "none", candidate
+        if record.sha256 is None and record.sha256_prefix is None:
+            continue
+        try:
+            _check(record, candidate, root, anchored=False)
+        except ChecksumError:
+            continue
+        return "found in another tool's cache, verified", "none", candidate
+    if record.package is not None and not record.download_urls:
+        return f"missing: the {record.package!r} package is not installed", "install", None
+    if not record.download_urls:
+        return "missing: only published on a web page, it must be fetched by hand", "manual", None
+    return "missing", "download", None
+
+
+def fetch_plan(
+    id: str | WeightRecord, *, cache_dir: str | os.PathLike | None = None, verify: bool = True
+) -> dict:
+    """What ``weight_path(id, download=True)`` would do, as a JSON-ready dict; nothing is downloaded or
+    written (no folder, lock or sha256 record). ``verify``: hash a file that is present (as a fetch
+    would), else only say where it is.
+
+    Keys: the record's ``id``, ``filename``, ``urls``, ``download_urls``, ``size``, ``approx_size``,
+    ``sha256``, ``hash`` (what is checked), ``license``, ``non_commercial``, ``licence`` (:func:`licence_line`); ``destination`` (its
+    place in the cache), ``path`` (where it is now, or None), ``status`` (a sentence) and ``action``:
+    ``none``, ``download``, ``manual`` (fetch by hand, then ``weights import``), ``import`` (a bad file
+    that cannot be downloaded again), ``install`` or ``reinstall`` (a package ships it). A download that
+    offline mode forbids gets ``blocked`` with the variable named.
+
+    Raises:
+        UnknownWeightError: ``id`` is not in the registry.
+    """
+    record = get_record(id)
+    root = _cache_root(cache_dir)
+    status, action, path = _plan_status(record, root, verify)
+    blocked = offline_reason() if action == "download" else None
+    return {
+        "id": record.id,
+        "filename": record.filename,
+        "urls": list(record.urls),
+        "download_urls": list(record.download_urls),
+        "size": record.size,
+        "approx_size": record.approx_size,
+        "sha256": record.sha256,
+        "hash": record.expected_hash_text(),
+        "license": record.license,
+        "non_commercial": record.non_commercial,
+        "licence": licence_line(record),
+        "destination": str(cached_file_path(record, root)),
+        "path": None if path is None else str(path),
+        "status": status,
+        "action": action,
+        "blocked": None if blocked is None else f"offline mode ({blocked})",
+    }
 
 
 # --- conversion cache ------------------------------------------------------------------------------
