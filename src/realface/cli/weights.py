@@ -120,10 +120,14 @@ def fetch_cmd(
     if dry_run:
         root = cache_dir(cache)
         plan = [fetch_plan(r, cache_dir=root) for r in records]
-        doc = {"cache": str(root / "weights"), "weights": plan}
-        doc["download_bytes"] = sum(
-            p["size"] or p["approx_size"] or 0 for p in plan if p["action"] == "download"
+        download_bytes = sum(
+            int(p["size"] or p["approx_size"] or 0) for p in plan if p["action"] == "download"
         )
+        doc: dict[str, object] = {
+            "cache": str(root / "weights"),
+            "weights": plan,
+            "download_bytes": download_bytes,
+        }
         typer.echo(json.dumps(doc, indent=2))
         return
     if len(records) == 1:  # one weight: its own message is the one error line
