@@ -33,6 +33,7 @@ _INVERT = {
     "optimize_noise": (InvertConfig, "optimize_noise"),
     "seed": (InvertConfig, "seed"),
     "precision": (InvertConfig, "precision"),
+    "space": (InvertConfig, "space"),
     "batch": (ApplyConfig, "batch_size"),
 }
 

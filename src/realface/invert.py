@@ -4,7 +4,7 @@ This is the projector of StyleGAN2-ADA (``projector.py``; reference/stylegan2-ad
 as the paper's Sec. 3.3 needs it:
 
 - **W+**: one latent per synthesis layer ([N, num_ws, w_dim]), initialised from ``w_avg``; the
-  official projector optimises a single w broadcast to every layer.
+  official projector optimises a single w broadcast to every layer (``InvertConfig(space="w")``).
 - **Batches**: N targets are optimised together in one forward pass with independent losses (the
   loss is a sum over samples, so each sample's gradient is exactly its own). Every random draw is
   made per sample from its own seed, so a face's result does not depend on which batch it is in.
@@ -60,6 +60,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+SPACES = ("w+", "w")  # InvertConfig.space: one w per synthesis layer, or one w broadcast to all
+
 
 @dataclass(frozen=True)
 class InvertConfig:
@@ -78,7 +80,9 @@ class InvertConfig:
     precision: ``"fp32"`` (the reference), ``"bf16"``: the generator and the loss run under bfloat16
     autocast (latents, noise, the optimiser and the loss sum stay float32; fast on CPUs with
     AVX512_BF16/AMX and on CUDA), or ``"auto"``: bf16 where the targets' device runs it natively, else
-    fp32 (:func:`realface.precision.resolve_precision`).
+    fp32 (:func:`realface.precision.resolve_precision`). space: ``"w+"`` (one w per synthesis layer,
+    the paper's choice) or ``"w"`` (one w per face broadcast to every layer, as the official
+    projector does; the result's ``ws`` is still [N, num_ws, w_dim], every layer equal).
     """
 
     steps: int = 500
@@ -98,6 +102,7 @@ class InvertConfig:
     early_stop_tol: float = 1e-3
     seed: int = 303
     precision: str = "fp32"
+    space: str = "w+"
 
     def __post_init__(self) -> None:
         from realface.options import check_finite
@@ -115,6 +120,8 @@ class InvertConfig:
             raise ConfigError(
                 f"precision must be auto, fp32 or bf16, got {self.precision!r}", field="precision"
             )
+        if self.space not in SPACES:
+            raise ConfigError(f"space must be w+ or w, got {self.space!r}", field="space")
 
 
 @dataclass
@@ -344,9 +351,11 @@ class _PerSampleRandn:
 def _start_params(
     G: Generator, stats: WStats, n: int, cfg: InvertConfig, randn: _PerSampleRandn
 ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
-    """The optimised tensors at step 0: W+ at ``w_avg`` [n, num_ws, w_dim] and, when
-    ``cfg.optimize_noise``, one random noise map [n, 1, r, r] per noise layer."""
-    w_opt = stats.w_avg.to(randn.device).reshape(1, 1, -1).repeat(n, G.num_ws, 1).clone()
+    """The optimised tensors at step 0: the latents at ``w_avg``, [n, num_ws, w_dim] in W+ or
+    [n, 1, w_dim] in W, and, when ``cfg.optimize_noise``, one random noise map [n, 1, r, r] per noise
+    layer."""
+    layers_opt = G.num_ws if cfg.space == "w+" else 1
+    w_opt = stats.w_avg.to(randn.device).reshape(1, 1, -1).repeat(n, layers_opt, 1).clone()
     noise = None
     if cfg.optimize_noise:
         layers = G.synthesis.noise_layers()
@@ -446,7 +455,7 @@ def invert(
         w_noise_scale = stats.w_std * cfg.initial_noise_factor * max(0.0, 1.0 - t / cfg.noise_ramp) ** 2
         for group in opt.param_groups:
             group["lr"] = _lr_at(cfg, t)
-        ws = w_opt + randn(w_opt.shape[1:]) * w_noise_scale  # [N, num_ws, w_dim]
+        ws = (w_opt + randn(w_opt.shape[1:]) * w_noise_scale).expand(-1, G.num_ws, -1)  # [N, num_ws, w_dim]
         step_noise = _active_noise(noise, layers, coarse_res if coarse else None)
         synth_kwargs: dict[str, Any] = dict(noise_mode="const", noise=step_noise)
         if coarse:
@@ -470,7 +479,7 @@ def invert(
         if plateau is not None and not coarse and plateau.update(d):
             log.info("early stop at step %d: no improvement for %d steps", step + 1, plateau.since_best)
             break
-    ws_final = w_opt.detach()
+    ws_final = w_opt.detach().expand(-1, G.num_ws, -1).contiguous()  # [N, num_ws, w_dim]
     noise_final = [n.detach() for n in noise] if noise is not None else None
     with torch.no_grad():
         final = loss(G.synthesis(ws_final, noise_mode="const", noise=noise_final), prepared_full).cpu()

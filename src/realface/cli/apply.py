@@ -30,6 +30,7 @@ from realface.cli.common import (
     PRECISION_OPT,
     PROGRESS_OPT,
     SEED_OPT,
+    SPACE_OPT,
     STEPS_OPT,
     THRESHOLD_OPT,
     config_option,
@@ -124,6 +125,7 @@ def apply(
     optimize_noise: bool = OPTIMIZE_NOISE_OPT,
     seed: int = SEED_OPT,
     precision: str = PRECISION_OPT,
+    space: str = SPACE_OPT,
     face_index: int = config_option(
         ApplyConfig, "face_index", "--face-index", help="Only this face of each image (0 = largest)."
     ),
@@ -182,7 +184,15 @@ def apply(
     cfg = make_config(
         ApplyConfig,
         invert=invert_config(
-            steps, seed, coarse_to_fine, coarse_resolution, fine_steps, early_stop, optimize_noise, precision
+            steps,
+            seed,
+            coarse_to_fine,
+            coarse_resolution,
+            fine_steps,
+            early_stop,
+            optimize_noise,
+            precision,
+            space,
         ),
         mask=mask_cfg,
         blend=make_config(BlendConfig, color_correct=color_correct),
@@ -271,6 +281,7 @@ def invert(
     optimize_noise: bool = OPTIMIZE_NOISE_OPT,
     seed: int = SEED_OPT,
     precision: str = PRECISION_OPT,
+    space: str = SPACE_OPT,
     lpips_vgg: Path = LPIPS_VGG_OPT,
     progress: bool = PROGRESS_OPT,
 ) -> None:
@@ -295,7 +306,15 @@ def invert(
     from realface.utils.fs import atomic_path
 
     cfg = invert_config(
-        steps, seed, coarse_to_fine, coarse_resolution, fine_steps, early_stop, optimize_noise, precision
+        steps,
+        seed,
+        coarse_to_fine,
+        coarse_resolution,
+        fine_steps,
+        early_stop,
+        optimize_noise,
+        precision,
+        space,
     )
     job_cfg = make_config(ApplyConfig, invert=cfg, batch_size=batch)
     settings = hash_config({"network": network, "lpips_vgg": lpips_vgg, "invert": dataclasses.asdict(cfg)})

@@ -122,6 +122,13 @@ PRECISION_OPT = config_option(
     help="fp32 (the reference), bf16, or auto: bf16 where the CPU has AVX512_BF16/AMX or the GPU has "
     "bf16, fp32 elsewhere.",
 )
+SPACE_OPT = config_option(
+    InvertConfig,
+    "space",
+    "--space",
+    help="w+ (one latent per synthesis layer, the paper's) or w (one latent broadcast to every layer, as "
+    "the official projector).",
+)
 
 # Face detection, shared by `align` and `apply`.
 DETECTOR_OPT = config_option(
@@ -163,6 +170,7 @@ def invert_config(
     early_stop: int | None,
     noise: bool,
     precision: str = "fp32",
+    space: str = "w+",
 ) -> InvertConfig:
     """The InvertConfig of the shared inversion options."""
     return make_config(
@@ -175,6 +183,7 @@ def invert_config(
         early_stop_patience=early_stop,
         optimize_noise=noise,
         precision=precision,
+        space=space,
     )
 
 
