@@ -65,6 +65,10 @@ __all__ = [
     "render_style",
     "run_transfer_bench",
     "mean_ci",
+    "transfer_faces",
+    "score_faces",
+    "paired_difference",
+    "METRICS",
     "ROWS",
     "CONSISTENCY_ROWS",
 ]
@@ -157,6 +161,58 @@ class TransferBenchConfig:
         return cls(**base)
 
 
+#: Per-face measures of every row, all "lower is better".
+METRICS = ("lpips", "l2", "param_error")
+
+
+def transfer_faces(
+    G_invert: Generator,
+    G_decode: Generator,
+    targets: torch.Tensor,
+    loss: TargetLoss,
+    icfg: Any,
+    batch: int,
+    seed: int,
+) -> torch.Tensor:
+    """Invert ``targets`` [N, 3, R, R] into ``G_invert`` (``icfg``: an InvertConfig), ``batch`` faces at
+    a time, face i with seed ``seed + i``, and decode the latents with ``G_decode`` (constant noise):
+    the photo-style faces [N, 3, R, R] in [-1, 1]."""
+    from realface.invert import invert
+
+    ws = []
+    for s in range(0, targets.shape[0], batch):
+        chunk = targets[s : s + batch]
+        seeds = list(range(seed + s, seed + s + chunk.shape[0]))
+        ws.append(invert(G_invert, chunk, loss, icfg, seeds=seeds).ws)
+    with torch.no_grad():
+        return G_decode.synthesis(torch.cat(ws), noise_mode="const").clamp(-1, 1)
+
+
+def score_faces(
+    x: torch.Tensor, truth: torch.Tensor, params: torch.Tensor, lpips: Any, regressor: Any
+) -> dict[str, list[float]]:
+    """Per-face LPIPS, L2 (images in [0, 1]) and identity-parameter error of ``x`` against ``truth``
+    (both [N, 3, R, R] in [-1, 1]; ``params`` [N, P] the true parameters)."""
+    with torch.no_grad():
+        return {
+            "lpips": lpips(x, truth).flatten().tolist(),
+            "l2": (((x + 1) / 2 - (truth + 1) / 2).square().mean(dim=[1, 2, 3])).tolist(),
+            "param_error": regressor.identity_error(x, params).tolist(),
+        }
+
+
+def paired_difference(a: dict[str, list[float]], b: dict[str, list[float]]) -> dict[str, dict]:
+    """Per metric: mean and 95 % interval of the paired difference a - b over the same faces, and the
+    verdict ("a better" when the whole interval is below 0, "b better" above, else no clear
+    difference)."""
+    out = {}
+    for m in METRICS:
+        mean, lo, hi = mean_ci(np.asarray(a[m]) - np.asarray(b[m]))
+        verdict = "a better" if hi < 0 else "b better" if lo > 0 else "no clear difference"
+        out[m] = {"mean_diff": mean, "ci95": [lo, hi], "verdict": verdict}
+    return out
+
+
 def _bilateral(
     x: torch.Tensor, radius: int = 2, sigma_space: float = 2.0, sigma_range: float = 0.15
 ) -> torch.Tensor:
@@ -233,7 +289,7 @@ def run_transfer_bench(
     """
     from realface.bench.world import load_world
     from realface.checkpoints import save_networks
-    from realface.invert import InvertConfig, LpipsLoss, invert
+    from realface.invert import InvertConfig, LpipsLoss
     from realface.nn.lpips import load_lpips_vgg
     from realface.pipeline import ApplyConfig, RealFace
     from realface.train.loop import TrainConfig, Trainer
@@ -314,14 +370,6 @@ def run_transfer_bench(
     icfg = InvertConfig(steps=cfg.steps, seed=cfg.seed, precision=precision)
     lpips_loss = LpipsLoss(lpips, 256)
 
-    def project(G: Generator, targets: torch.Tensor, loss: TargetLoss) -> torch.Tensor:
-        ws = []
-        for s in range(0, targets.shape[0], cfg.inversion_batch):
-            chunk = targets[s : s + cfg.inversion_batch]
-            seeds = list(range(cfg.seed + s, cfg.seed + s + chunk.shape[0]))
-            ws.append(invert(G, chunk, loss, icfg, seeds=seeds).ws)
-        return torch.cat(ws)
-
     baseline_cfg = ApplyConfig(
         invert=icfg, baseline_loss=IdentityLossConfig(scale_to_resolution=cfg.identity.scale_to_resolution)
     )
@@ -337,40 +385,23 @@ def run_transfer_bench(
     }
     for row, (G, targets, loss) in plans.items():
         t0 = time.time()
-        ws = project(G, targets, loss)
-        with torch.no_grad():
-            outputs[row] = G_real.synthesis(ws, noise_mode="const").clamp(-1, 1)
+        outputs[row] = transfer_faces(G, G_real, targets, loss, icfg, cfg.inversion_batch, cfg.seed)
         timings[f"invert_{row}"] = time.time() - t0
         log.info("row %s: %.0f s", row, timings[f"invert_{row}"])
     outputs["rendering"] = rendered
 
     # 5. Scores per sample.
-    per_sample: dict[str, dict[str, list[float]]] = {}
-    with torch.no_grad():
-        for row in ROWS:
-            x = outputs[row]
-            per_sample[row] = {
-                "lpips": lpips(x, truth).flatten().tolist(),
-                "l2": (((x + 1) / 2 - (truth + 1) / 2).square().mean(dim=[1, 2, 3])).tolist(),
-                "param_error": world.regressor.identity_error(x, p_star).tolist(),
-            }
-    metrics = ("lpips", "l2", "param_error")
+    per_sample = {row: score_faces(outputs[row], truth, p_star, lpips, world.regressor) for row in ROWS}
     rows = []
     for row, label in ROWS.items():
         entry: dict[str, Any] = {"row": row, "label": label}
-        for m in metrics:
+        for m in METRICS:
             mean, lo, hi = mean_ci(per_sample[row][m])
             entry[m] = {"mean": mean, "ci95": [lo, hi]}
         rows.append(entry)
-    comparisons = []
-    for a, b in COMPARISONS:
-        entry = {"a": a, "b": b}
-        for m in metrics:
-            d = np.asarray(per_sample[a][m]) - np.asarray(per_sample[b][m])
-            mean, lo, hi = mean_ci(d)
-            verdict = "a better" if hi < 0 else "b better" if lo > 0 else "no clear difference"
-            entry[m] = {"mean_diff": mean, "ci95": [lo, hi], "verdict": verdict}
-        comparisons.append(entry)
+    comparisons = [
+        {"a": a, "b": b, **paired_difference(per_sample[a], per_sample[b])} for a, b in COMPARISONS
+    ]
 
     # 6. Reports.
     show = min(8, cfg.held_out)
