@@ -173,19 +173,32 @@ def transfer_faces(
     icfg: Any,
     batch: int,
     seed: int,
+    keep_noise: bool = False,
+    layers: tuple[int, ...] | None = None,
 ) -> torch.Tensor:
     """Invert ``targets`` [N, 3, R, R] into ``G_invert`` (``icfg``: an InvertConfig), ``batch`` faces at
-    a time, face i with seed ``seed + i``, and decode the latents with ``G_decode`` (constant noise):
-    the photo-style faces [N, 3, R, R] in [-1, 1]."""
+    a time, face i with seed ``seed + i``, and decode the latents with ``G_decode``: the photo-style
+    faces [N, 3, R, R] in [-1, 1]. The decode uses ``G_decode``'s constant noise (the paper), or with
+    ``keep_noise`` the noise maps optimised by the inversion (when it optimised any); ``layers``: the W+
+    layers taken from the inversion, the others from ``G_decode``'s w_avg (``ApplyConfig.transfer_layers``;
+    None: all)."""
     from realface.invert import invert
+    from realface.pipeline import transfer
 
-    ws = []
+    faces = []
     for s in range(0, targets.shape[0], batch):
         chunk = targets[s : s + batch]
         seeds = list(range(seed + s, seed + s + chunk.shape[0]))
-        ws.append(invert(G_invert, chunk, loss, icfg, seeds=seeds).ws)
-    with torch.no_grad():
-        return G_decode.synthesis(torch.cat(ws), noise_mode="const").clamp(-1, 1)
+        result = invert(G_invert, chunk, loss, icfg, seeds=seeds)
+        if keep_noise and result.noise is not None:
+            if layers is not None:
+                raise ConfigError("keep_noise and layers cannot be combined")
+            with torch.no_grad():
+                face = G_decode.synthesis(result.ws, noise_mode="const", noise=result.noise)
+        else:
+            face = transfer(G_decode, result.ws, layers)
+        faces.append(face.clamp(-1, 1))
+    return torch.cat(faces)
 
 
 def score_faces(
