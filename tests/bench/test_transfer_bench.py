@@ -1,17 +1,21 @@
 """`realface bench transfer --quick`: the real training and inversion code end to end on the shipped world,
-and the statistics the report rests on."""
+the statistics the report rests on, and the ablation script of benchmarks/ on the same quick run."""
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
 
 from realface.bench.transfer import CONSISTENCY_ROWS, ROWS, TransferBenchConfig, mean_ci
 from realface.errors import ConfigError
+from tests.benchmarks._load import load_benchmark
 from tests.test_cli_apply import run_cli
+
+ablation = load_benchmark("bench_transfer_ablation")
 
 
 def test_mean_ci_matches_hand_computed_t_interval():
@@ -33,9 +37,16 @@ def test_config_rejects_bad_values():
     assert TransferBenchConfig().consistency_num == 512 and TransferBenchConfig.quick().consistency_num == 8
 
 
-def test_bench_transfer_quick(tmp_path):
-    out = tmp_path / "bench"
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One `realface bench transfer --quick` run, shared by the tests of its results and of the ablations."""
+    out = tmp_path_factory.mktemp("bench_transfer") / "bench"
     assert run_cli("bench", "transfer", "--quick", "-o", out, "--lpips-vgg", "random", "--no-progress") == 0
+    return out
+
+
+def test_bench_transfer_quick(quick_run):
+    out = quick_run
     res = json.loads((out / "results.json").read_text())
     assert [r["row"] for r in res["rows"]] == list(ROWS)
     for r in res["rows"]:
@@ -84,3 +95,41 @@ def test_bench_transfer_identity_options_reach_the_config(tmp_path, monkeypatch)
     assert seen[-1].identity.scale_to_resolution and seen[-1].identity.color_weight == 3750.0
     assert seen[-1].steps == 200  # the full sizes: --quick was not given
     assert TransferBenchConfig().identity.color_weight == 375.0
+
+
+def _run_ablation(monkeypatch, *argv):
+    monkeypatch.setattr(sys, "argv", ["bench_transfer_ablation.py", *map(str, argv)])
+    ablation.main()
+
+
+def test_ablation_reproduces_the_benchmark_and_resumes(quick_run, tmp_path, monkeypatch, capsys):
+    """``benchmarks/bench_transfer_ablation.py`` on the quick run: its default setting reproduces the
+    benchmark's own rows, the other settings really change the inversion, and a rerun resumes."""
+    run = quick_run
+    bench = json.loads((run / "results.json").read_text())
+    out = tmp_path / "ablation"
+    settings = "default,w,decode_optimised_noise,coarse_layers_0-3"
+    _run_ablation(monkeypatch, "--run", run, "-o", out, "--only", settings)
+    doc = json.loads((out / "ablation.json").read_text())
+    res = doc["results"]
+    assert list(res) == settings.split(",")
+    # The default setting is the benchmark's: same generators, faces, seeds and LPIPS network.
+    for row in ("full", "no_identity", "direct"):
+        for m in ("lpips", "l2", "param_error"):
+            np.testing.assert_allclose(res["default"]["rows"][row][m], bench["per_sample"][row][m], rtol=1e-5)
+    # Every other setting changes the faces (W, the decode noise, the decoded layers).
+    for name in ("w", "decode_optimised_noise", "coarse_layers_0-3"):
+        for row in ("full", "direct"):
+            assert not np.allclose(res[name]["rows"][row]["l2"], res["default"]["rows"][row]["l2"]), (
+                name,
+                row,
+            )
+    report = (out / "ablation.md").read_text()
+    assert "| coarse_layers_0-3 | full |" in report and "Paired difference setting − default" in report
+    capsys.readouterr()
+    _run_ablation(monkeypatch, "--run", run, "-o", out, "--only", "default")
+    assert "default: done before, skipped" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown settings"):
+        _run_ablation(monkeypatch, "--run", run, "-o", out, "--only", "bogus")
+    with pytest.raises(SystemExit, match="results.json: not found"):
+        _run_ablation(monkeypatch, "--run", tmp_path / "nothing", "-o", out)
