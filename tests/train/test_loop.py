@@ -231,3 +231,28 @@ def test_config_errors(setup, tmp_path):
     with pytest.raises(ConfigError) as e:
         _cfg(setup, tmp_path, identity=IdentityLossConfig(sketch_weight=-1.0))
     assert e.value.field == "sketch_weight" and "sketch_weight" in str(e.value)
+
+
+def test_freeze_res_keeps_the_coarse_blocks_of_g_real(setup, tmp_path):
+    t = Trainer(_cfg(setup, tmp_path / "run", freeze_res=8, kimg=0.008))
+    frozen = set(frozen_parameter_names(t.G, 8))
+    coarse = [n for n, _ in t.G.named_parameters() if n.startswith(("synthesis.b4.", "synthesis.b8."))]
+    assert coarse and set(coarse) <= frozen and not set(frozen_parameter_names(t.G)) >= set(coarse)
+    before = {k: v.clone() for k, v in t.G.state_dict().items()}
+    t.run(progress=False)
+    after = t.G.state_dict()
+    for k in coarse:
+        assert torch.equal(after[k], before[k]), f"frozen tensor {k} changed"
+        assert torch.equal(t.G_ema.state_dict()[k], before[k])
+    finer = [n for n, _ in t.G.named_parameters() if n not in frozen]
+    assert finer and all(n.startswith(("synthesis.b16.", "synthesis.b32.", "synthesis.b64.")) for n in finer)
+    assert any(not torch.equal(after[k], before[k]) for k in finer)
+    assert json.loads((tmp_path / "run" / "training_options.json").read_text())["freeze_res"] == 8
+
+
+def test_freeze_res_is_checked(setup, tmp_path):
+    for bad in (-4, 2, 12):
+        with pytest.raises(ConfigError, match="freeze_res must be 0 or a power of two >= 4"):
+            _cfg(setup, tmp_path / "r", freeze_res=bad)
+    with pytest.raises(ConfigError, match="freeze_res 64 freezes every synthesis block of a 64 px"):
+        Trainer(_cfg(setup, tmp_path / "r", freeze_res=64))

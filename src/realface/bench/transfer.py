@@ -112,8 +112,9 @@ class TransferBenchConfig:
     (:class:`realface.losses.IdentityLossConfig`; the paper's except λc = 375 instead of 3.75e3);
     the ``no_identity`` run uses the same with both weights 0, the ``baseline`` row the paper's
     weights with the same ``scale_to_resolution``. steps: inversion steps per face; inversion_batch:
-    faces inverted together. held_out: held-out faces (≥ 2 for intervals). consistency_num: shared latents of the
-    identity-consistency table (≥ 2). seed: every random draw.
+    faces inverted together. freeze_res: fine-tuning also freezes the synthesis blocks at or below
+    this resolution (``TrainConfig.freeze_res``). held_out: held-out faces (≥ 2 for intervals).
+    consistency_num: shared latents of the identity-consistency table (≥ 2). seed: every random draw.
     """
 
     world: str | None = None
@@ -128,6 +129,7 @@ class TransferBenchConfig:
     inversion_batch: int = 32
     held_out: int = 32
     consistency_num: int = 512
+    freeze_res: int = 0
     precision: str = "auto"
     seed: int = 0
 
@@ -354,6 +356,7 @@ def run_transfer_bench(
             seed=cfg.seed,
             grid_size=4,
             identity=identity,
+            freeze_res=cfg.freeze_res,
         )
         trainer = Trainer(tcfg)
         trainer.run(progress=progress)

@@ -81,6 +81,11 @@ def transfer(
         help="Scale the identity losses to the world's resolution (blur σ and taps, λs), for the full "
         "method and the baseline.",
     ),
+    freeze_res: int = typer.Option(
+        None,
+        "--freeze-res",
+        help="Fine-tuning also freezes the synthesis blocks at or below this resolution (default 0: none).",
+    ),
     consistency_num: int = typer.Option(
         None,
         "--consistency-num",
@@ -112,6 +117,7 @@ def transfer(
             held_out=held_out,
             kimg=kimg,
             consistency_num=consistency_num,
+            freeze_res=freeze_res,
         ).items()
         if v is not None
     }

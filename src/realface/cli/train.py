@@ -75,6 +75,12 @@ def train(
     ),
     precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or bf16 (the last two on CUDA)."),
     allow_random_d: bool = typer.Option(False, "--allow-random-d", help="Start D from random weights."),
+    freeze_res: int = typer.Option(
+        0,
+        "--freeze-res",
+        help="Also freeze the synthesis blocks at or below this resolution (0: none, the paper; 8: "
+        "the 4² and 8² blocks).",
+    ),
     lpips_vgg: Path = typer.Option(None, "--lpips-vgg", help="VGG16 state dict for the colour loss."),
     resume: Path = typer.Option(None, "--resume", help="Continue this run (folder or checkpoint)."),
     progress: bool = PROGRESS_OPT,
@@ -112,6 +118,7 @@ def train(
         workers=default_workers() if workers is None else workers,
         precision=precision,
         allow_random_d=allow_random_d,
+        freeze_res=freeze_res,
         lpips_vgg=None if lpips_vgg is None else str(lpips_vgg),
     )
     if dry_run:

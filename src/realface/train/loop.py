@@ -1,7 +1,8 @@
 """Fine-tuning G_rendering from G_real (paper Sec. 3.2 and 4.1): the training loop.
 
 G_rendering starts as a copy of G_real. The mapping network and every ToRGB layer are **frozen**
-(not in the optimiser, bit-identical after training), so G_rendering and G_real share one W+ space.
+(not in the optimiser, bit-identical after training), so G_rendering and G_real share one W+ space;
+``freeze_res`` freezes the coarse synthesis blocks too.
 The objective is StyleGAN2-ADA's (lazy R1 and path-length regularisation, style mixing, Adam with
 betas (0, 0.99) and the lazy-regularisation adjustment, G EMA, ADA) plus the paper's identity losses
 (:mod:`realface.train.loss`). Defaults are the paper's: batch 32, lr 0.002, x-flip, ADA, 40 kimg.
@@ -63,7 +64,8 @@ class TrainConfig:
     between two stats lines; snap: ticks between checkpoints and snapshot grids; keep: checkpoints
     kept. g_lr / d_lr: per-network learning rates (default ``lr``). identity: λs, λc and the other
     settings of the identity losses (:class:`realface.losses.IdentityLossConfig`, validated there).
-    precision: "fp32", or on CUDA "fp16" (the official float16 blocks with conv_clamp 256) or
+    freeze_res: synthesis blocks at or below this resolution are frozen too (0, the paper: none; 8
+    keeps the 4² and 8² blocks, the coarse geometry, of G_real). precision: "fp32", or on CUDA "fp16" (the official float16 blocks with conv_clamp 256) or
     "bf16" (autocast). lpips_vgg: a VGG16 state dict for the colour loss instead of the cached one.
     workers: data loader processes (default ``min(3, CPUs - 1)``, see
     :func:`realface.train.dataset.default_workers`). An invalid value raises :class:`ConfigError`
@@ -100,6 +102,7 @@ class TrainConfig:
     precision: str = "fp32"
     lpips_vgg: str | None = None
     grid_size: int = 8
+    freeze_res: int = 0
 
     def __post_init__(self) -> None:
         from realface.options import check_finite
@@ -129,6 +132,11 @@ class TrainConfig:
         for name in ("style_mixing", "ada_target", "augment_p"):
             need(0 <= getattr(self, name) <= 1, name, "must be in [0, 1]")
         need(self.precision in ("fp32", "fp16", "bf16"), "precision", "must be fp32, fp16 or bf16")
+        need(
+            self.freeze_res == 0 or (self.freeze_res >= 4 and self.freeze_res & (self.freeze_res - 1) == 0),
+            "freeze_res",
+            "must be 0 or a power of two >= 4",
+        )
         if not isinstance(self.identity, IdentityLossConfig):
             raise ConfigError(
                 f"identity must be an IdentityLossConfig, got {type(self.identity).__name__}",
@@ -165,9 +173,15 @@ class TrainConfig:
 _FLAT_IDENTITY_KEYS = ("sketch_weight", "color_weight", "sketch_extractor", "sketch_reduction")
 
 
-def frozen_parameter_names(G: Generator) -> list[str]:
-    """Parameters that fine-tuning never changes: the mapping network and every ToRGB layer."""
-    return [n for n, _ in G.named_parameters() if n.startswith("mapping.") or ".torgb." in n]
+def frozen_parameter_names(G: Generator, freeze_res: int = 0) -> list[str]:
+    """Parameters that fine-tuning never changes: the mapping network, every ToRGB layer and, with
+    ``freeze_res``, every synthesis block at or below that resolution (``synthesis.b4.*``, ...)."""
+    blocks = tuple(f"synthesis.b{r}." for r in G.synthesis.block_resolutions if r <= freeze_res)
+    return [
+        n
+        for n, _ in G.named_parameters()
+        if n.startswith("mapping.") or ".torgb." in n or (blocks and n.startswith(blocks))
+    ]
 
 
 def latest_checkpoint(run: str | os.PathLike) -> Path:
@@ -294,15 +308,22 @@ class Trainer:
         self.G.mapping.eval()  # frozen: w_avg is not tracked either
         self.G_ema = copy.deepcopy(self.G_real).eval().requires_grad_(False)
         self.D = D.to(dev).train().requires_grad_(False)
-        frozen = set(frozen_parameter_names(self.G))
+        frozen = set(frozen_parameter_names(self.G, cfg.freeze_res))
+        if cfg.freeze_res >= self.G.img_resolution:
+            raise ConfigError(
+                f"freeze_res {cfg.freeze_res} freezes every synthesis block of a {self.G.img_resolution} px "
+                "generator; nothing would be trained",
+                field="freeze_res",
+            )
         self.G_params = [p for n, p in self.G.named_parameters() if n not in frozen]
         self.D_params = [p for p in self.D.parameters()]
         self.opt_G = _adam(self.G_params, cfg.g_lr if cfg.g_lr is not None else cfg.lr, cfg.G_reg_interval)
         self.opt_D = _adam(self.D_params, cfg.d_lr if cfg.d_lr is not None else cfg.lr, cfg.D_reg_interval)
         log.info(
-            "G_rendering: %d trainable tensors, %d frozen (mapping and ToRGB)",
+            "G_rendering: %d trainable tensors, %d frozen (mapping and ToRGB%s)",
             len(self.G_params),
             len(frozen),
+            f", synthesis blocks up to {cfg.freeze_res} px" if cfg.freeze_res else "",
         )
 
     def _build_data(self) -> None:
