@@ -94,6 +94,9 @@ def test_bench_transfer_identity_options_reach_the_config(tmp_path, monkeypatch)
     assert run_cli("bench", "transfer", "-o", tmp_path / "b", "--scale-losses", "--color-weight", "3750") == 0
     assert seen[-1].identity.scale_to_resolution and seen[-1].identity.color_weight == 3750.0
     assert seen[-1].steps == 200  # the full sizes: --quick was not given
+    assert seen[-1].freeze_res == 0
+    assert run_cli("bench", "transfer", "-o", tmp_path / "b", "--freeze-res", "8") == 0
+    assert seen[-1].freeze_res == 8
     assert TransferBenchConfig().identity.color_weight == 375.0
 
 
