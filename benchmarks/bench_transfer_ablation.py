@@ -11,7 +11,7 @@ latent noise 0.05, decode with G_real's constant noise):
 - W instead of W+ (``InvertConfig.space="w"``, one latent per face as the official projector);
 - noise: maps not optimised; no latent noise (``initial_noise_factor=0``); decode with the noise maps the
   inversion optimised instead of G_real's constant noise;
-- decoding only the coarse layers: ``--transfer-layers 0-3`` of `realface apply` (W+ layers 4 and up
+- decoding only the coarse layers (the last two settings reuse the default setting's inversion): ``--transfer-layers 0-3`` of `realface apply` (W+ layers 4 and up
   from G_real's w_avg).
 
 For each setting and each of the rows ``full`` (G_rendering with identity losses), ``no_identity`` and
@@ -115,7 +115,13 @@ def main() -> None:
     args = ap.parse_args()
 
     from realface.bench.faces import render_photo, sample_params
-    from realface.bench.transfer import TransferBenchConfig, render_style, score_faces, transfer_faces
+    from realface.bench.transfer import (
+        TransferBenchConfig,
+        decode_faces,
+        invert_faces,
+        render_style,
+        score_faces,
+    )
     from realface.bench.world import load_world
     from realface.checkpoints import load_generator
     from realface.errors import ConfigError
@@ -175,6 +181,17 @@ def main() -> None:
         base=dataclasses.asdict(base),
         results=doc.get("results", {}),
     )
+    inversions: dict[tuple[str, str], tuple[torch.Tensor, list[torch.Tensor] | None, float]] = {}
+
+    def inverted(row: str, icfg: InvertConfig) -> tuple[torch.Tensor, Any, float]:
+        """The latents, noise maps and seconds of one row under one inversion setting (made once)."""
+        key = (json.dumps(dataclasses.asdict(icfg), sort_keys=True), row)
+        if key not in inversions:
+            t0 = time.time()
+            ws, noise = invert_faces(generators[row], rendered, loss, icfg, cfg.inversion_batch, cfg.seed)
+            inversions[key] = (ws, noise, time.time() - t0)
+        return inversions[key]
+
     for name in only:
         if name in doc["results"]:
             print(f"{name}: done before, skipped")
@@ -189,20 +206,9 @@ def main() -> None:
         rows: dict[str, Any] = {}
         seconds: dict[str, float] = {}
         for row in ROWS:
-            t0 = time.time()
-            faces = transfer_faces(
-                generators[row],
-                G_real,
-                rendered,
-                loss,
-                icfg,
-                cfg.inversion_batch,
-                cfg.seed,
-                keep_noise,
-                layers,
-            )
+            ws, noise, seconds[row] = inverted(row, icfg)
+            faces = decode_faces(G_real, ws, noise if keep_noise else None, layers)
             rows[row] = score_faces(faces, truth, p_star, lpips, world.regressor)
-            seconds[row] = time.time() - t0
             print(f"{name} {row}: LPIPS {sum(rows[row]['lpips']) / cfg.held_out:.4f} ({seconds[row]:.0f} s)")
         doc["results"][name] = {"overrides": VARIANTS[name], "rows": rows, "seconds": seconds}
         atomic_write_text(out_json, json.dumps(doc, indent=2) + "\n")

@@ -66,6 +66,8 @@ __all__ = [
     "run_transfer_bench",
     "mean_ci",
     "transfer_faces",
+    "invert_faces",
+    "decode_faces",
     "score_faces",
     "paired_difference",
     "METRICS",
@@ -167,6 +169,43 @@ class TransferBenchConfig:
 METRICS = ("lpips", "l2", "param_error")
 
 
+def invert_faces(
+    G: Generator, targets: torch.Tensor, loss: TargetLoss, icfg: Any, batch: int, seed: int
+) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    """Invert ``targets`` [N, 3, R, R] into ``G`` (``icfg``: an InvertConfig), ``batch`` faces at a
+    time, face i with seed ``seed + i``: the latents [N, num_ws, w_dim] and the optimised noise maps
+    (one [N, 1, r, r] per noise layer; None when the inversion optimised none)."""
+    from realface.invert import invert
+
+    ws, noises = [], []
+    for s in range(0, targets.shape[0], batch):
+        chunk = targets[s : s + batch]
+        result = invert(G, chunk, loss, icfg, seeds=list(range(seed + s, seed + s + chunk.shape[0])))
+        ws.append(result.ws)
+        noises.append(result.noise)
+    noise = None if noises[0] is None else [torch.cat(maps) for maps in zip(*noises, strict=True)]
+    return torch.cat(ws), noise
+
+
+def decode_faces(
+    G: Generator,
+    ws: torch.Tensor,
+    noise: list[torch.Tensor] | None = None,
+    layers: tuple[int, ...] | None = None,
+) -> torch.Tensor:
+    """Decode latents [N, num_ws, w_dim] with ``G``: faces [N, 3, R, R] in [-1, 1]. With ``G``'s
+    constant noise (the paper), or the given noise maps; ``layers``: the W+ layers taken from ``ws``,
+    the others from ``G``'s w_avg (``ApplyConfig.transfer_layers``; None: all)."""
+    from realface.pipeline import transfer
+
+    if noise is None:
+        return transfer(G, ws, layers).clamp(-1, 1)
+    if layers is not None:
+        raise ConfigError("decoding with the optimised noise and with some layers only cannot be combined")
+    with torch.no_grad():
+        return G.synthesis(ws, noise_mode="const", noise=noise).clamp(-1, 1)
+
+
 def transfer_faces(
     G_invert: Generator,
     G_decode: Generator,
@@ -175,32 +214,11 @@ def transfer_faces(
     icfg: Any,
     batch: int,
     seed: int,
-    keep_noise: bool = False,
-    layers: tuple[int, ...] | None = None,
 ) -> torch.Tensor:
-    """Invert ``targets`` [N, 3, R, R] into ``G_invert`` (``icfg``: an InvertConfig), ``batch`` faces at
-    a time, face i with seed ``seed + i``, and decode the latents with ``G_decode``: the photo-style
-    faces [N, 3, R, R] in [-1, 1]. The decode uses ``G_decode``'s constant noise (the paper), or with
-    ``keep_noise`` the noise maps optimised by the inversion (when it optimised any); ``layers``: the W+
-    layers taken from the inversion, the others from ``G_decode``'s w_avg (``ApplyConfig.transfer_layers``;
-    None: all)."""
-    from realface.invert import invert
-    from realface.pipeline import transfer
-
-    faces = []
-    for s in range(0, targets.shape[0], batch):
-        chunk = targets[s : s + batch]
-        seeds = list(range(seed + s, seed + s + chunk.shape[0]))
-        result = invert(G_invert, chunk, loss, icfg, seeds=seeds)
-        if keep_noise and result.noise is not None:
-            if layers is not None:
-                raise ConfigError("keep_noise and layers cannot be combined")
-            with torch.no_grad():
-                face = G_decode.synthesis(result.ws, noise_mode="const", noise=result.noise)
-        else:
-            face = transfer(G_decode, result.ws, layers)
-        faces.append(face.clamp(-1, 1))
-    return torch.cat(faces)
+    """Realism transfer of ``targets`` [N, 3, R, R]: :func:`invert_faces` into ``G_invert``, then
+    :func:`decode_faces` with ``G_decode`` and its constant noise. Faces [N, 3, R, R] in [-1, 1]."""
+    ws, _ = invert_faces(G_invert, targets, loss, icfg, batch, seed)
+    return decode_faces(G_decode, ws)
 
 
 def score_faces(
