@@ -4,11 +4,12 @@
 toy world and inverts 32 held-out CG renders with one setting of the projector. This script takes those
 fine-tuned generators (the last checkpoint of ``RUN/run_full`` and ``RUN/run_no_identity``), the same
 held-out faces (same parameters, same per-face seeds, same LPIPS network) and re-runs the inversion under
-other settings, one change at a time from the benchmark's own (200 steps, lr 0.1, W+, noise maps optimised,
-latent noise 0.05, decode with G_real's constant noise):
+other settings, one change at a time from the benchmark's own (200 steps, lr 0.1, W, noise maps optimised,
+latent noise 0.05, decode with G_real's constant noise; runs from before ``--space`` inverted in W+):
 
 - steps 100 / 500; peak learning rate 0.03 / 0.3;
-- W instead of W+ (``InvertConfig.space="w"``, one latent per face as the official projector);
+- W (``InvertConfig.space="w"``, one latent per face as the official projector) and W+ (one per layer,
+  the paper's); one of them is the run's own setting;
 - noise: maps not optimised; no latent noise (``initial_noise_factor=0``); decode with the noise maps the
   inversion optimised instead of G_real's constant noise;
 - decoding only the coarse layers (the last two settings reuse the default setting's inversion): ``--transfer-layers 0-3`` of `realface apply` (W+ layers 4 and up
@@ -44,6 +45,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lr_0.03": {"lr": 0.03},
     "lr_0.3": {"lr": 0.3},
     "w": {"space": "w"},
+    "w+": {"space": "w+"},
     "no_noise_maps": {"optimize_noise": False},
     "no_latent_noise": {"initial_noise_factor": 0.0},
     "decode_optimised_noise": {"keep_noise": True},
@@ -139,6 +141,7 @@ def main() -> None:
     bench = json.loads(results_file.read_text())
     cfg_doc = dict(bench["config"])
     cfg_doc.pop("identity", None)
+    cfg_doc.setdefault("space", "w+")  # results of runs from before the option inverted in W+
     cfg = TransferBenchConfig(**cfg_doc)
     only = [v for v in args.only.split(",") if v] or list(VARIANTS)
     unknown = [v for v in only if v not in VARIANTS]
@@ -166,7 +169,7 @@ def main() -> None:
     rendered = render_style(p_star, cfg.style, res)
     truth = render_photo(p_star, res)
     precision = resolve_precision(cfg.precision, "cpu")
-    base = InvertConfig(steps=cfg.steps, seed=cfg.seed, precision=precision)
+    base = InvertConfig(steps=cfg.steps, seed=cfg.seed, precision=precision, space=cfg.space)
     loss = LpipsLoss(lpips, 256)
 
     out_json = args.out / "ablation.json"

@@ -34,6 +34,8 @@ def test_config_rejects_bad_values():
         TransferBenchConfig(kimg=float("nan"))
     with pytest.raises(ConfigError, match="consistency_num"):
         TransferBenchConfig(consistency_num=1)
+    with pytest.raises(ConfigError, match="space must be 'w' or 'w\\+', got 'z'"):
+        TransferBenchConfig(space="z")
     assert TransferBenchConfig().consistency_num == 512 and TransferBenchConfig.quick().consistency_num == 8
 
 
@@ -68,6 +70,7 @@ def test_bench_transfer_quick(quick_run):
             lo, hi = c[m]["ci95"]
             assert c[m]["mean"] >= 0 and lo <= c[m]["mean"] <= hi and np.isfinite([lo, hi]).all()
     report = (out / "results.md").read_text()
+    assert "4 inversion steps in W, fine-tuning" in report
     assert (
         "| paired difference" in report and "identity consistency with G_real on 8 shared latents" in report
     )
@@ -96,7 +99,9 @@ def test_bench_transfer_identity_options_reach_the_config(tmp_path, monkeypatch)
     assert seen[-1].steps == 200  # the full sizes: --quick was not given
     assert seen[-1].freeze_res == 0
     assert run_cli("bench", "transfer", "-o", tmp_path / "b", "--freeze-res", "8") == 0
-    assert seen[-1].freeze_res == 8
+    assert seen[-1].freeze_res == 8 and seen[-1].space == "w"
+    assert run_cli("bench", "transfer", "-o", tmp_path / "b", "--space", "w+") == 0
+    assert seen[-1].space == "w+"
     assert TransferBenchConfig().identity.color_weight == 375.0
 
 
@@ -111,7 +116,7 @@ def test_ablation_reproduces_the_benchmark_and_resumes(quick_run, tmp_path, monk
     run = quick_run
     bench = json.loads((run / "results.json").read_text())
     out = tmp_path / "ablation"
-    settings = "default,w,decode_optimised_noise,coarse_layers_0-3"
+    settings = "default,w+,decode_optimised_noise,coarse_layers_0-3"
     _run_ablation(monkeypatch, "--run", run, "-o", out, "--only", settings)
     doc = json.loads((out / "ablation.json").read_text())
     res = doc["results"]
@@ -120,8 +125,9 @@ def test_ablation_reproduces_the_benchmark_and_resumes(quick_run, tmp_path, monk
     for row in ("full", "no_identity", "direct"):
         for m in ("lpips", "l2", "param_error"):
             np.testing.assert_allclose(res["default"]["rows"][row][m], bench["per_sample"][row][m], rtol=1e-5)
-    # Every other setting changes the faces (W, the decode noise, the decoded layers).
-    for name in ("w", "decode_optimised_noise", "coarse_layers_0-3"):
+    # Every other setting changes the faces (W+ instead of W, the decode noise, the decoded layers).
+    assert doc["base"]["space"] == "w" == bench["config"]["space"]
+    for name in ("w+", "decode_optimised_noise", "coarse_layers_0-3"):
         for row in ("full", "direct"):
             assert not np.allclose(res[name]["rows"][row]["l2"], res["default"]["rows"][row]["l2"]), (
                 name,

@@ -115,7 +115,9 @@ class TransferBenchConfig:
     the ``no_identity`` run uses the same with both weights 0, the ``baseline`` row the paper's
     weights with the same ``scale_to_resolution``. steps: inversion steps per face; inversion_batch:
     faces inverted together. freeze_res: fine-tuning also freezes the synthesis blocks at or below
-    this resolution (``TrainConfig.freeze_res``). held_out: held-out faces (≥ 2 for intervals).
+    this resolution (``TrainConfig.freeze_res``). space: the inversion's latent space, ``"w"`` (the
+    default: it transfers better here than the paper's ``"w+"``, see the README) or ``"w+"``
+    (``InvertConfig.space``). held_out: held-out faces (≥ 2 for intervals).
     consistency_num: shared latents of the identity-consistency table (≥ 2). seed: every random draw.
     """
 
@@ -132,12 +134,15 @@ class TransferBenchConfig:
     held_out: int = 32
     consistency_num: int = 512
     freeze_res: int = 0
+    space: str = "w"
     precision: str = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.space not in ("w", "w+"):
+            raise ConfigError(f"space must be 'w' or 'w+', got {self.space!r}")
         if self.style not in ("cg", "filter"):
             raise ConfigError(f"style must be 'cg' or 'filter', got {self.style!r}")
         if self.held_out < 2:
@@ -401,7 +406,7 @@ def run_transfer_bench(
     from realface.precision import resolve_precision
 
     precision = resolve_precision(cfg.precision, "cpu")
-    icfg = InvertConfig(steps=cfg.steps, seed=cfg.seed, precision=precision)
+    icfg = InvertConfig(steps=cfg.steps, seed=cfg.seed, precision=precision, space=cfg.space)
     lpips_loss = LpipsLoss(lpips, 256)
 
     baseline_cfg = ApplyConfig(
@@ -479,8 +484,10 @@ def format_report(result: dict) -> str:
     """The Markdown tables of a result dict (rows with 95 % intervals, then paired differences)."""
     cfg = result["config"]
     lines = [
-        f"style {cfg['style']}, {cfg['held_out']} held-out faces, {cfg['steps']} inversion steps, "
-        f"fine-tuning {cfg['kimg']} kimg; inversion in {result['precision']}; LPIPS VGG: {result['lpips_vgg']}; "
+        f"style {cfg['style']}, {cfg['held_out']} held-out faces, {cfg['steps']} inversion steps in "
+        f"{cfg.get('space', 'w+').upper()}, fine-tuning {cfg['kimg']} kimg"
+        + (f" (synthesis blocks up to {cfg['freeze_res']} px frozen)" if cfg.get("freeze_res") else "")
+        + f"; inversion in {result['precision']}; LPIPS VGG: {result['lpips_vgg']}; "
         f"{result['seconds'] / 60:.1f} min",
         "",
         "| row | LPIPS ↓ | L2 ↓ | identity-parameter error ↓ |",

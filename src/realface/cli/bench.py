@@ -81,6 +81,12 @@ def transfer(
         help="Scale the identity losses to the world's resolution (blur σ and taps, λs), for the full "
         "method and the baseline.",
     ),
+    space: str = typer.Option(
+        None,
+        "--space",
+        help="Latent space of every inversion: w (default; transfers better in the toy world) or w+ "
+        "(the paper's).",
+    ),
     freeze_res: int = typer.Option(
         None,
         "--freeze-res",
@@ -118,6 +124,7 @@ def transfer(
             kimg=kimg,
             consistency_num=consistency_num,
             freeze_res=freeze_res,
+            space=space,
         ).items()
         if v is not None
     }
